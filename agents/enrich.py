@@ -1,0 +1,43 @@
+"""posts.raw -> posts.enriched (+ posts.deadletter).
+
+Batches with ``stream.take_events`` and runs the CPU work in the pipeline's
+executor, so the event loop keeps serving heartbeats, commits and /metrics.
+At-least-once: a batch's events are acknowledged only after its outputs are
+delivered; outputs are keyed by post id and the store counts each id once, so
+re-delivery after a crash or rebalance re-sends outputs but never double-counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from models.enrich import RawRecord
+
+if TYPE_CHECKING:
+    from faust import StreamT
+
+    from streams.app import Pipeline
+
+
+def _source(event: Any) -> dict[str, Any]:
+    msg = event.message
+    return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+
+
+def register(pipeline: Pipeline) -> None:
+    settings = pipeline.settings
+
+    @pipeline.app.agent(pipeline.raw_topic, name="crowdwatch.enrich",
+                        concurrency=settings.agent_concurrency)
+    async def enrich(stream: StreamT) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(settings.batch_size, settings.batch_within):
+            started = time.monotonic()
+            records = [RawRecord(e.message.value, _source(e)) for e in events]
+            result = await loop.run_in_executor(pipeline.executor, pipeline.enricher.process,
+                                                records)
+            fresh = await pipeline.record_state(result.enriched)
+            await pipeline.emit(result)
+            pipeline.observe(result, fresh, records, [e.message.timestamp for e in events], started)

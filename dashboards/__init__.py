@@ -1,0 +1,1 @@
+"""Grafana dashboards as code (generated JSON lives in deploy/grafana/)."""

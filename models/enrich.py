@@ -1,0 +1,199 @@
+"""The enrichment step: raw record -> validated post -> normalised, language, keywords, areas.
+
+This is the one place the processing order is defined. ``crowdwatch score`` (files)
+and the Faust agents (Kafka) both call :class:`Enricher`, so a post gets the same
+fields whichever way it came in. Batches in, batches out; no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.event import EventConfig
+from models.lang import DEFAULT_LANGUAGES, HybridDetector, LanguageDetectorProtocol
+from models.post import Post, Reject, decode_post
+from models.tagging import Tagger
+from models.text import fold, hashtags, mentions, normalize
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One input record and where it came from (topic/partition/offset or file/line)."""
+
+    value: bytes | None
+    source: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: str
+    detail: str
+    source: dict[str, Any]
+    original: bytes | None
+
+    def to_dict(self) -> dict[str, Any]:
+        text: str | None
+        try:
+            text = self.original.decode("utf-8") if self.original is not None else None
+        except UnicodeDecodeError:
+            text = None
+        return {
+            "reason": self.reason,
+            "detail": self.detail,
+            "source": self.source,
+            "original": text,
+            "original_b64": (
+                base64.b64encode(self.original).decode("ascii") if self.original is not None
+                else None
+            ),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EnrichedPost:
+    post: Post
+    text: str  # normalised
+    lang: str
+    keywords: tuple[str, ...]
+    topics: tuple[str, ...]
+    areas: tuple[str, ...]
+    area_source: str | None
+    hashtags: tuple[str, ...]
+    mentions: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return self.post.id
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.post.to_dict()
+        out.update(
+            text=self.text,
+            lang=self.lang,
+            source_lang=self.post.lang,
+            keywords=list(self.keywords),
+            topics=list(self.topics),
+            areas=list(self.areas),
+            area_source=self.area_source,
+            hashtags=list(self.hashtags),
+            mentions=list(self.mentions),
+        )
+        return out
+
+
+@dataclass
+class BatchResult:
+    enriched: list[EnrichedPost] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+class Enricher:
+    """Validates and enriches posts. Thread-safe: agents call it from an executor."""
+
+    def __init__(
+        self,
+        event: EventConfig | None = None,
+        *,
+        max_text_chars: int = 10_000,
+        detector: LanguageDetectorProtocol | None = None,
+    ) -> None:
+        self.event = event
+        self.max_text_chars = max_text_chars
+        languages = set(DEFAULT_LANGUAGES) | set(event.languages if event else ())
+        self.detector = detector or HybridDetector(languages)
+        self.tagger = Tagger(event)
+
+    def decode(self, record: RawRecord) -> Post | DeadLetter:
+        result = decode_post(record.value, max_text_chars=self.max_text_chars)
+        if isinstance(result, Reject):
+            return DeadLetter(result.reason.value, result.detail, record.source, record.value)
+        return result
+
+    def enrich(self, posts: Sequence[Post]) -> list[EnrichedPost]:
+        texts = [normalize(p.text) for p in posts]
+        langs = self.detector.detect_batch(texts, [p.lang for p in posts])
+        out = []
+        for post, text, lang in zip(posts, texts, langs, strict=True):
+            folded = fold(text)
+            keywords, topics = self.tagger.keywords_for(folded)
+            areas, area_source = self.tagger.areas_for(folded, post.geo)
+            out.append(
+                EnrichedPost(
+                    post=post,
+                    text=text,
+                    lang=lang,
+                    keywords=tuple(keywords),
+                    topics=tuple(topics),
+                    areas=tuple(areas),
+                    area_source=area_source,
+                    hashtags=tuple(hashtags(text)),
+                    mentions=tuple(mentions(text)),
+                )
+            )
+        return out
+
+    def process(self, records: Sequence[RawRecord]) -> BatchResult:
+        """Decode and enrich a batch; every record ends up enriched or dead-lettered."""
+        result = BatchResult()
+        posts: list[Post] = []
+        for record in records:
+            decoded = self.decode(record)
+            if isinstance(decoded, DeadLetter):
+                result.dead.append(decoded)
+            else:
+                posts.append(decoded)
+        result.enriched = self.enrich(posts) if posts else []
+        return result
+
+
+@dataclass
+class Tally:
+    """Counts of one run; ``consumed == accepted + rejected`` always holds."""
+
+    consumed: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_lang: Counter[str] = field(default_factory=Counter)
+    by_area: Counter[str] = field(default_factory=Counter)
+    by_keyword: Counter[str] = field(default_factory=Counter)
+    by_topic: Counter[str] = field(default_factory=Counter)
+    by_platform: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.by_reason.values())
+
+    def add(self, result: BatchResult, *, fresh: Sequence[bool] | None = None) -> None:
+        """Count a batch. ``fresh[i]`` False marks a re-delivered post (counted once only)."""
+        self.consumed += len(result.enriched) + len(result.dead)
+        self.accepted += len(result.enriched)
+        for dead in result.dead:
+            self.by_reason[dead.reason] += 1
+        for i, post in enumerate(result.enriched):
+            if fresh is not None and not fresh[i]:
+                self.duplicates += 1
+                continue
+            self.by_lang[post.lang] += 1
+            self.by_platform[post.post.platform or "unknown"] += 1
+            self.by_area.update(post.areas)
+            self.by_keyword.update(post.keywords)
+            self.by_topic.update(post.topics)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "consumed": self.consumed,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "by_reject_reason": dict(self.by_reason.most_common()),
+            "by_lang": dict(self.by_lang.most_common()),
+            "by_platform": dict(self.by_platform.most_common()),
+            "by_area": dict(self.by_area.most_common()),
+            "by_topic": dict(self.by_topic.most_common()),
+            "by_keyword": dict(self.by_keyword.most_common()),
+        }

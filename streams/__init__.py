@@ -1,0 +1,1 @@
+"""I/O wiring of crowdwatch: settings, Faust app, Kafka, Redis, HTTP, CLI."""

@@ -1,0 +1,235 @@
+"""The Faust application: topics, agents, executor, state, metrics and web pages.
+
+:class:`Pipeline` wires the I/O around the pure ``models`` code. It is used by
+``crowdwatch worker`` (Faust's own Worker runs it), by ``crowdwatch demo``
+(started in-process) and by the integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from agents import enrich as enrich_agent
+from models.enrich import BatchResult, EnrichedPost, Enricher, RawRecord
+from models.event import EventConfig
+from streams.metrics import PipelineMetrics
+from streams.settings import Settings
+from streams.state import StateStore
+
+log = logging.getLogger(__name__)
+
+NO_EVENT = "default"
+STALE_AFTER_S = 120.0
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{s.strip()}" for s in bootstrap.split(",") if s.strip()]
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=(
+                faust.ssl.create_default_context()  # type: ignore[attr-defined]
+                if settings.kafka_security_protocol.endswith("SSL") else None
+            ),
+        )
+    if settings.kafka_security_protocol == "SSL":
+        import ssl
+
+        return faust.SSLCredentials(ssl.create_default_context())
+    return None
+
+
+class Pipeline:
+    """Everything one worker process runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: StateStore,
+        registry: CollectorRegistry,
+        event: EventConfig | None = None,
+        enricher: Enricher | None = None,
+        web_enabled: bool = True,
+    ) -> None:
+        if not settings.kafka_configured:
+            raise ValueError("CROWDWATCH_KAFKA_BOOTSTRAP is not set")
+        self.settings = settings
+        self.event = event
+        self.event_name = event.name if event else NO_EVENT
+        self.store = store
+        self.registry = registry
+        self.metrics = PipelineMetrics(
+            registry, self.event_name,
+            areas=[a.name for a in event.areas] if event else (),
+            topics=[t.name for t in event.topics] if event else (),
+        )
+        self.enricher = enricher or Enricher(event, max_text_chars=settings.max_text_chars)
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crowdwatch-cpu")
+        self.started_at = time.time()
+        self.last_batch_at: float | None = None
+        self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset
+        datadir = Path(settings.data_dir) / settings.app_id
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.app = faust.App(
+            settings.app_id,
+            broker=broker_urls(settings.kafka_bootstrap),
+            broker_credentials=_credentials(settings),
+            broker_session_timeout=settings.broker_session_timeout,
+            broker_heartbeat_interval=min(3.0, settings.broker_session_timeout / 3),
+            store="memory://",
+            datadir=str(datadir),
+            topic_partitions=settings.topic_partitions,
+            topic_disable_leader=True,
+            web_enabled=web_enabled,
+            web_bind=settings.web_host,
+            web_host=settings.web_host,
+            web_port=settings.web_port,
+            web_in_thread=False,
+            stream_buffer_maxsize=max(4096, settings.batch_size * (settings.agent_concurrency + 2)),
+            broker_max_poll_records=settings.batch_size,
+            producer_linger=0.005,
+            autodiscover=False,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.raw_topic = self.app.topic(settings.topic_raw, key_type=bytes, value_type=bytes,
+                                        key_serializer="raw", value_serializer="raw")
+        enrich_agent.register(self)
+        self._register_web()
+        self._register_timers()
+
+    # ---- state, outputs, metrics (called by agents) ----
+
+    async def record_state(self, posts: Sequence[EnrichedPost]) -> list[bool]:
+        """Count posts not seen before in the store; on store failure count them as new in
+        metrics (the store catches up on re-delivery) and log."""
+        try:
+            return await self.store.record_batch(self.event_name, posts)
+        except Exception:
+            self.metrics.store_errors.inc()
+            log.exception("state store write failed for a batch of %d posts", len(posts))
+            raise
+
+    async def emit(self, result: BatchResult) -> None:
+        """Send enriched posts and dead letters; return when Kafka has acknowledged them."""
+        producer = self.app.producer
+        futures = []
+        for post in result.enriched:
+            value = json.dumps(post.to_dict(), ensure_ascii=False).encode("utf-8")
+            futures.append(await producer.send(self.settings.topic_enriched,
+                                               post.id.encode("utf-8"), value, None, None, None))
+        for dead in result.dead:
+            src = dead.source
+            headers = [
+                ("reason", dead.reason.encode()),
+                ("source", f"{src.get('topic')}/{src.get('partition')}/{src.get('offset')}".encode()),
+            ]
+            value = json.dumps(dead.to_dict(), ensure_ascii=False).encode("utf-8")
+            futures.append(await producer.send(self.settings.topic_deadletter, None, value, None,
+                                               None, headers))
+        if futures:
+            await asyncio.gather(*futures)
+
+    def observe(self, result: BatchResult, fresh: Sequence[bool],
+                records: Sequence[RawRecord], timestamps: Sequence[float | None],
+                started: float) -> None:
+        """Metrics of one finished batch, and the offsets it covered (for lag)."""
+        now = time.time()
+        self.metrics.observe_batch(result, fresh)
+        for ts in timestamps:
+            if ts:
+                self.metrics.latency.observe(max(0.0, now - ts))
+        for record in records:
+            src = record.source
+            key = (src["topic"], src["partition"])
+            if src["offset"] > self.processed.get(key, -1):
+                self.processed[key] = src["offset"]
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        self.last_batch_at = now
+        self.metrics.last_batch.set(now)
+
+    # ---- lag, health, web ----
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        consumer = self.app.consumer
+        out = {}
+        for tp in consumer.assignment():
+            if tp.topic != self.settings.topic_raw:
+                continue
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            done = self.processed.get((tp.topic, tp.partition))
+            committed = consumer._committed_offset.get(tp)  # noqa: SLF001 (no public accessor)
+            nxt = max(x for x in (done + 1 if done is not None else None, committed, 0)
+                      if x is not None)
+            out[(tp.topic, tp.partition)] = max(0, high - nxt)
+        return out
+
+    def update_lag_metrics(self) -> dict[tuple[str, int], int]:
+        lags = self.lag()
+        for (topic, partition), value in lags.items():
+            self.metrics.lag.labels(topic, str(partition)).set(value)
+        committed = getattr(self.app.consumer, "_committed_offset", {})
+        for tp, off in list(committed.items()):
+            if off is not None and tp.topic == self.settings.topic_raw:
+                self.metrics.committed.labels(tp.topic, str(tp.partition)).set(off)
+        return lags
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        lags = self.update_lag_metrics()
+        total_lag = sum(lags.values())
+        store_ok = await self.store.ping()
+        now = time.time()
+        last = self.last_batch_at
+        idle = now - (last or self.started_at)
+        stalled = total_lag > 0 and idle > STALE_AFTER_S
+        ok = store_ok and not stalled and not self.app.should_stop
+        return ok, {
+            "status": "ok" if ok else "unhealthy",
+            "event": self.event_name,
+            "store": "ok" if store_ok else "unreachable",
+            "assigned_partitions": sorted(f"{t}/{p}" for t, p in lags),
+            "lag": total_lag,
+            "seconds_since_last_batch": None if last is None else round(now - last, 3),
+            "stalled": stalled,
+        }
+
+    def _register_web(self) -> None:
+        pipeline = self
+
+        @self.app.page("/metrics")
+        async def metrics(web: Any, request: Any) -> Any:
+            pipeline.update_lag_metrics()
+            return web.bytes(generate_latest(pipeline.registry),
+                             content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        @self.app.page("/health")
+        async def health(web: Any, request: Any) -> Any:
+            ok, body = await pipeline.health()
+            return web.json(body, status=200 if ok else 503)
+
+    def _register_timers(self) -> None:
+        @self.app.timer(interval=2.0)
+        async def lag_timer() -> None:
+            self.update_lag_metrics()
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        await self.store.close()

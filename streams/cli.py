@@ -1,0 +1,324 @@
+"""The ``crowdwatch`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from models.event import EventConfigError
+from streams.jsonl import InputError
+from streams.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="crowdwatch",
+    help="Real-time social-media monitoring for command posts during large events.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+event_app = typer.Typer(help="Event configuration files.", no_args_is_help=True)
+stack_app = typer.Typer(help="Local services (Kafka, Redis, Prometheus, Alertmanager).",
+                        no_args_is_help=True)
+app.add_typer(event_app, name="event")
+app.add_typer(stack_app, name="stack")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line error to stderr and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except Exception as exc:  # pydantic ValidationError: bad CROWDWATCH_* value
+        raise fail(f"invalid settings: {exc}") from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err, transient=False,
+    )
+
+
+# ---------------------------------------------------------------- event
+
+
+@event_app.command("check")
+def event_check(path: Annotated[Path, typer.Argument(help="Event YAML file")]) -> None:
+    """Validate an event file; print every problem with its location."""
+    from models.event import load_event
+
+    try:
+        event = load_event(path)
+    except EventConfigError as exc:
+        err.print(f"[bold red]invalid event file[/]\n{exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(
+        f"[green]ok[/] {event.name}: {len(event.areas)} areas, {len(event.topics)} topics, "
+        f"{sum(len(t.terms) for t in event.topics)} keywords, "
+        f"{len(event.official_accounts)} official accounts, languages {', '.join(event.languages)}"
+    )
+
+
+@event_app.command("example")
+def event_example() -> None:
+    """Print the example event (King's Day in Amsterdam) to start your own from."""
+    from streams.runtime import PACKAGED_EVENT
+
+    sys.stdout.write(PACKAGED_EVENT.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- score
+
+
+@app.command()
+def score(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT.jsonl", help="Canonical posts")],
+    out_path: Annotated[Path, typer.Option("--out", help="Enriched posts (JSON Lines)")],
+    rejects_path: Annotated[Path | None, typer.Option("--rejects", help="Rejected lines")] = None,
+    summary_path: Annotated[Path | None, typer.Option("--summary", help="JSON summary")] = None,
+    event_path: Annotated[Path | None, typer.Option("--event", help="Event YAML")] = None,
+) -> None:
+    """Batch mode: enrich a JSON Lines file with the same models as the worker, no Kafka."""
+    from models.enrich import Enricher
+    from streams.runtime import event_from
+    from streams.score import open_output, score_stream, summary
+
+    settings = _settings()
+    try:
+        event = event_from(settings, event_path)
+    except EventConfigError as exc:
+        raise fail(str(exc).replace("\n", "; ")) from None
+    for target in (out_path, rejects_path, summary_path):
+        if target is not None and target.resolve() == input_path.resolve():
+            raise fail(f"{target}: would overwrite the input")
+    try:
+        from streams.jsonl import open_input
+
+        source = open_input(input_path)
+        size = input_path.stat().st_size
+        enricher = Enricher(event, max_text_chars=settings.max_text_chars)
+        with source, open_output(out_path) as out_f:
+            rej_f = open_output(rejects_path) if rejects_path else None
+            try:
+                with _progress() as progress:
+                    task = progress.add_task(f"scoring {input_path.name}", total=None)
+                    result = score_stream(source, str(input_path), enricher, out_f, rej_f,
+                                          progress=lambda n: progress.advance(task, n))
+                    progress.update(task, total=progress.tasks[0].completed)
+            finally:
+                if rej_f is not None:
+                    rej_f.close()
+        report = summary(result, input_path, event.name if event else None)
+        if summary_path is not None:
+            with open_output(summary_path) as s_f:
+                s_f.write(json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8"))
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    del size
+    err.print(
+        f"{result.lines_in} lines: {result.lines_out} posts out, {result.rejects} rejected"
+        + (f" ({', '.join(f'{k} {v}' for k, v in result.tally.by_reason.most_common())})"
+           if result.rejects else "")
+        + f", {result.tally.duplicates} duplicate ids",
+        highlight=False,
+    )
+
+
+# ---------------------------------------------------------------- replay
+
+
+@app.command()
+def replay(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="*.posts.jsonl files")],
+    speed: Annotated[float | None, typer.Option(
+        help="Replay at X times real time (relative timing kept)")] = None,
+    max_rate: Annotated[float | None, typer.Option(
+        help="Send at a fixed N posts/s instead")] = None,
+    max_gap: Annotated[float, typer.Option(
+        help="With --speed: longest pause in seconds; longer quiet spells are cut")] = 60.0,
+    topic: Annotated[str | None, typer.Option(help="Target topic (default posts.raw)")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+) -> None:
+    """Produce posts from files to Kafka in created_at order (as fast as possible unless
+    --speed or --max-rate is given)."""
+    from streams.kafka_admin import ensure_topics
+    from streams.replay import Pacer, replay as do_replay
+
+    settings = _settings(kafka_bootstrap=bootstrap)
+    if not settings.kafka_configured:
+        raise fail("no Kafka configured: set CROWDWATCH_KAFKA_BOOTSTRAP, pass --bootstrap, "
+                   "or run `crowdwatch stack up`")
+    try:
+        Pacer(speed, max_rate, max_gap)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    for f in files:
+        if not f.is_file():
+            raise fail(f"{f}: no such file")
+    try:
+        ensure_topics(settings, [topic or settings.topic_raw])
+    except Exception as exc:
+        raise fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    stop = {"flag": False}
+    try:
+        with _progress() as progress:
+            task = progress.add_task("replaying", total=None)
+            result = do_replay(
+                files, settings, topic=topic, speed=speed, max_rate=max_rate, max_gap=max_gap,
+                on_total=lambda n: progress.update(task, total=n),
+                on_sent=lambda n: progress.advance(task, n),
+                should_stop=lambda: stop["flag"],
+            )
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+    table = Table(title="replay summary", show_header=False)
+    for k, v in (
+        ("files", ", ".join(Path(f).name for f in result.files)),
+        ("lines read", result.lines),
+        ("sent to " + (topic or settings.topic_raw), result.sent - result.failed),
+        ("refused by Kafka", result.failed),
+        ("not a post (will be dead-lettered)", result.unreadable),
+        ("without created_at", result.without_time),
+        ("posts' time span", f"{result.first_created_at} → {result.last_created_at}"),
+        ("wall time", f"{result.seconds:.2f} s"),
+        ("rate", f"{result.rate:,.0f} posts/s"),
+    ):
+        table.add_row(str(k), str(v))
+    err.print(table)
+    for e in result.errors:
+        err.print(f"[red]{e}[/]", highlight=False)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- worker
+
+
+@app.command()
+def worker(
+    event_path: Annotated[Path | None, typer.Option("--event", help="Event YAML")] = None,
+    web_port: Annotated[int | None, typer.Option(help="Port of /metrics and /health")] = None,
+    web_host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1)")] = None,
+    app_id: Annotated[str | None, typer.Option(help="Consumer group / app id")] = None,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the stream processor (a Faust worker) against the configured Kafka."""
+    import faust
+    from prometheus_client import CollectorRegistry
+
+    from streams.app import Pipeline
+    from streams.kafka_admin import ensure_topics
+    from streams.runtime import event_from, store_from
+
+    settings = _settings(web_port=web_port, web_host=web_host, app_id=app_id)
+    if not settings.kafka_configured:
+        raise fail("no Kafka configured: set CROWDWATCH_KAFKA_BOOTSTRAP or run "
+                   "`crowdwatch stack up` (or try `crowdwatch demo`)")
+    try:
+        event = event_from(settings, event_path)
+    except EventConfigError as exc:
+        raise fail(str(exc).replace("\n", "; ")) from None
+    try:
+        ensure_topics(settings)
+    except Exception as exc:
+        raise fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    pipeline = Pipeline(settings, store=store_from(settings), registry=CollectorRegistry(),
+                        event=event)
+    err.print(f"worker {settings.app_id}: /metrics and /health on "
+              f"http://{settings.web_host}:{settings.web_port}", highlight=False)
+    faust.Worker(pipeline.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+
+
+# ---------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    duration: Annotated[float | None, typer.Option(help="Stop after S seconds")] = None,
+    speed: Annotated[float, typer.Option(help="Replay speed of the sample event")] = 30.0,
+    web_port: Annotated[int | None, typer.Option(help="Port of /metrics and /health")] = None,
+    plain: Annotated[bool, typer.Option(
+        help="Print a line per second instead of the live view")] = False,
+) -> None:
+    """Replay a bundled synthetic King's Day sample through a worker and show it live.
+
+    Without configured services it starts an embedded broker and keeps state in memory."""
+    from streams.demo import run_demo
+
+    settings = _settings(web_port=web_port)
+    try:
+        code = run_demo(settings, duration=duration, speed=speed, plain=plain, console=err)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------- stack
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Fetch Kafka (once), start Kafka, Redis, Prometheus and Alertmanager on 127.0.0.1."""
+    from streams import stack
+
+    try:
+        result = stack.up()
+    except stack.StackError as exc:
+        raise fail(str(exc)) from None
+    out.print(result)
+
+
+@stack_app.command("down")
+def stack_down(purge: Annotated[bool, typer.Option(help="Also delete data")] = False) -> None:
+    """Stop the local services."""
+    from streams import stack
+
+    out.print(stack.down(purge=purge))
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show the local services."""
+    from streams import stack
+
+    out.print(stack.status())
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    start = time.monotonic()
+    try:
+        app()
+    finally:
+        logging.getLogger(__name__).debug("done in %.2fs", time.monotonic() - start)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Topic creation with kafka-python's admin client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
+                  partitions: int | None = None) -> list[str]:
+    """Create the pipeline's topics if missing; return the names that were created."""
+    wanted = list(names or (settings.topic_raw, settings.topic_enriched, settings.topic_deadletter))
+    admin = KafkaAdminClient(client_id="crowdwatch-admin", request_timeout_ms=15_000,
+                             **settings.kafka_client_kwargs())
+    try:
+        existing = set(admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        if not missing:
+            return []
+        try:
+            admin.create_topics(
+                [NewTopic(n, partitions or settings.topic_partitions, 1) for n in missing]
+            )
+        except TopicAlreadyExistsError:  # created concurrently by another worker
+            log.debug("topics created concurrently: %s", missing)
+        return missing
+    finally:
+        admin.close()

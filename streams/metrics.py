@@ -1,0 +1,106 @@
+"""Prometheus metrics of a worker, created against an injected registry.
+
+Labels are bounded: event (one per config), area and topic (from the event
+file), lang (the detector's fixed set + ``und``), platform (a fixed list, else
+``other``), reason (the :class:`~models.post.RejectReason` values). Never post
+ids, handles or cluster ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from models.enrich import BatchResult
+from models.post import RejectReason
+
+KNOWN_PLATFORMS = frozenset({"twitter", "x", "bluesky", "mastodon", "facebook", "instagram",
+                             "tiktok", "telegram", "reddit", "youtube", "threads"})
+NO_AREA = "none"
+NO_TOPIC = "none"
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+def platform_label(platform: str | None) -> str:
+    if not platform:
+        return "unknown"
+    p = platform.lower()
+    return p if p in KNOWN_PLATFORMS else "other"
+
+
+class PipelineMetrics:
+    def __init__(self, registry: CollectorRegistry, event: str, *, areas: Sequence[str] = (),
+                 topics: Sequence[str] = ()) -> None:
+        self.event = event
+        self.consumed = Counter(
+            "crowdwatch_posts_consumed", "Records read from posts.raw (incl. re-deliveries)",
+            registry=registry)
+        self.accepted = Counter(
+            "crowdwatch_posts_accepted", "Records that were valid posts", registry=registry)
+        self.rejected = Counter(
+            "crowdwatch_posts_rejected", "Records dead-lettered, by reason", ["reason"],
+            registry=registry)
+        self.duplicates = Counter(
+            "crowdwatch_posts_duplicate",
+            "Valid posts seen before (re-delivered or re-posted with the same id); "
+            "not counted again in aggregates", registry=registry)
+        self.by_lang = Counter(
+            "crowdwatch_posts_by_lang", "Unique posts by detected language", ["event", "lang"],
+            registry=registry)
+        self.by_area = Counter(
+            "crowdwatch_posts_by_area", "Unique posts by event area ('none' = no area)",
+            ["event", "area"], registry=registry)
+        self.by_topic = Counter(
+            "crowdwatch_posts_by_topic", "Unique posts by event topic ('none' = no keyword)",
+            ["event", "topic"], registry=registry)
+        self.by_platform = Counter(
+            "crowdwatch_posts_by_platform", "Unique posts by platform", ["event", "platform"],
+            registry=registry)
+        self.latency = Histogram(
+            "crowdwatch_processing_latency_seconds",
+            "From the record's Kafka timestamp to its enriched output being acknowledged",
+            buckets=LATENCY_BUCKETS, registry=registry)
+        self.batch_seconds = Histogram(
+            "crowdwatch_batch_seconds", "Wall time to process one batch", registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.lag = Gauge(
+            "crowdwatch_consumer_lag", "Records behind the end of the partition",
+            ["topic", "partition"], registry=registry)
+        self.committed = Gauge(
+            "crowdwatch_consumer_committed_offset", "Last committed offset",
+            ["topic", "partition"], registry=registry)
+        self.last_batch = Gauge(
+            "crowdwatch_last_batch_timestamp_seconds", "Unix time the last batch finished",
+            registry=registry)
+        self.store_errors = Counter(
+            "crowdwatch_store_errors", "Failed writes to the state store (Redis)",
+            registry=registry)
+
+        # series that exist from the start read as 0, not "no data", on dashboards
+        for reason in RejectReason:
+            self.rejected.labels(reason.value)
+        for area in (*areas, NO_AREA):
+            self.by_area.labels(event, area)
+        for topic in (*topics, NO_TOPIC):
+            self.by_topic.labels(event, topic)
+
+    def observe_batch(self, result: BatchResult, fresh: Sequence[bool]) -> None:
+        """Count one processed batch; ``fresh[i]`` False = post id seen before."""
+        n_dead = len(result.dead)
+        self.consumed.inc(len(result.enriched) + n_dead)
+        self.accepted.inc(len(result.enriched))
+        for dead in result.dead:
+            self.rejected.labels(dead.reason).inc()
+        ev = self.event
+        for post, is_new in zip(result.enriched, fresh, strict=True):
+            if not is_new:
+                self.duplicates.inc()
+                continue
+            self.by_lang.labels(ev, post.lang).inc()
+            self.by_platform.labels(ev, platform_label(post.post.platform)).inc()
+            for area in post.areas or (NO_AREA,):
+                self.by_area.labels(ev, area).inc()
+            for topic in post.topics or (NO_TOPIC,):
+                self.by_topic.labels(ev, topic).inc()

@@ -1,0 +1,93 @@
+"""One frozen settings object for the whole process.
+
+Values come from (highest first): explicit keyword arguments, ``CROWDWATCH_*``
+environment variables, the stack file written by ``crowdwatch stack up``
+(``CROWDWATCH_STACK_FILE``, default ``~/.crowdwatch/stack.env``), then defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path(os.environ.get("CROWDWATCH_HOME", str(Path.home() / ".crowdwatch")))
+
+
+def stack_file() -> Path:
+    """Where ``crowdwatch stack up`` writes the connection settings of the local stack."""
+    return Path(os.environ.get("CROWDWATCH_STACK_FILE", str(DEFAULT_HOME / "stack.env")))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CROWDWATCH_",
+        frozen=True,
+        extra="ignore",
+        env_file_encoding="utf-8",
+    )
+
+    # --- services (empty = not configured) ---
+    kafka_bootstrap: str = Field(
+        default="", description="Kafka bootstrap servers, host:port[,host:port]. Empty: none."
+    )
+    kafka_security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_SSL")
+    kafka_sasl_mechanism: str = Field(default="", description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    redis_url: SecretStr = Field(
+        default=SecretStr(""), description="redis://[user:pass@]host:port/db. Empty: memory store."
+    )
+    prometheus_url: str = ""
+    alertmanager_url: str = ""
+
+    # --- topics ---
+    topic_raw: str = "posts.raw"
+    topic_enriched: str = "posts.enriched"
+    topic_deadletter: str = "posts.deadletter"
+    topic_partitions: int = Field(default=4, ge=1)
+
+    # --- worker ---
+    app_id: str = Field(default="crowdwatch", description="Faust app id = Kafka consumer group")
+    web_host: str = Field(default="127.0.0.1", description="Bind address of /metrics and /health")
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    broker_session_timeout: float = Field(default=30.0, gt=0)
+    batch_size: int = Field(default=500, ge=1, description="Posts taken from the stream at once")
+    agent_concurrency: int = Field(
+        default=2, ge=1, le=16, description="Batches in flight at once per worker (pipelining)")
+    batch_within: float = Field(default=0.2, gt=0, description="Max seconds to wait for a batch")
+    data_dir: Path = Field(default=DEFAULT_HOME / "worker", description="Faust table data dir")
+
+    # --- ingest rules ---
+    max_text_chars: int = Field(default=10_000, ge=1, description="Longer texts are dead-lettered")
+    event_file: Path | None = Field(default=None, description="Event YAML; none = no tagging")
+    dedupe_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="Post-id dedupe window")
+
+    @property
+    def kafka_configured(self) -> bool:
+        return bool(self.kafka_bootstrap.strip())
+
+    @property
+    def redis_configured(self) -> bool:
+        return bool(self.redis_url.get_secret_value().strip())
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Connection keyword arguments shared by kafka-python and aiokafka clients."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            kw["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kw["sasl_plain_username"] = self.kafka_sasl_username
+            kw["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        return kw
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env + the stack file (if present) + explicit overrides."""
+    env_file = stack_file()
+    return Settings(_env_file=env_file if env_file.is_file() else None, **overrides)  # type: ignore[call-arg]

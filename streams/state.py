@@ -1,0 +1,213 @@
+"""Current state of an event (counts per area/topic/keyword/lang), idempotent by post id.
+
+``StateStore`` is the interface; :class:`RedisStore` is the real one and
+:class:`MemoryStore` serves the embedded demo and unit tests. ``record_batch``
+marks post ids as seen and counts only posts not seen before, atomically (one
+Lua script per batch in Redis), so re-delivered posts never double-count.
+
+Redis keys (``{e}`` = event name):
+- ``cw:{e}:seen:{post_id}``            dedupe marker, TTL ``dedupe_ttl_s``
+- ``cw:{e}:counts``                    hash ``area:<name>|topic:<name>|keyword:<term>|lang:<code>|posts`` -> total
+- ``cw:{e}:minute:<YYYYMMDDHHMM>``     same fields per minute of ``created_at`` (TTL 48 h)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from models.enrich import EnrichedPost
+
+MINUTE_TTL_S = 48 * 3600
+
+
+def _fields(post: EnrichedPost) -> list[str]:
+    fields = ["posts", f"lang:{post.lang}"]
+    fields += [f"area:{a}" for a in post.areas]
+    fields += [f"topic:{t}" for t in post.topics]
+    fields += [f"keyword:{k}" for k in post.keywords]
+    return fields
+
+
+def minute_of(post: EnrichedPost, now: float | None = None) -> str:
+    """The post's minute bucket (UTC, YYYYMMDDHHMM): from created_at, else processing time."""
+    ts = post.post.created_at
+    if ts:
+        try:
+            dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            return dt.astimezone(UTC).strftime("%Y%m%d%H%M")
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(now if now is not None else time.time(), UTC).strftime(
+        "%Y%m%d%H%M")
+
+
+def parse_counts(raw: dict[str, int]) -> dict[str, Any]:
+    """Hash fields -> {"posts": n, "area": {...}, "topic": {...}, "keyword": {...}, "lang": {...}}."""
+    out: dict[str, Any] = {"posts": 0, "area": {}, "topic": {}, "keyword": {}, "lang": {}}
+    for field, value in raw.items():
+        if field == "posts":
+            out["posts"] = int(value)
+            continue
+        kind, _, name = field.partition(":")
+        if kind in out and isinstance(out[kind], dict):
+            out[kind][name] = int(value)
+    for kind in ("area", "topic", "keyword", "lang"):
+        out[kind] = dict(sorted(out[kind].items(), key=lambda kv: (-kv[1], kv[0])))
+    return out
+
+
+class StateStore(Protocol):
+    async def record_batch(self, event: str, posts: Sequence[EnrichedPost]) -> list[bool]:
+        """Count posts not seen before; return per post True if it was new."""
+        ...
+
+    async def counts(self, event: str) -> dict[str, Any]:
+        """Totals since the start of the event (see :func:`parse_counts`)."""
+        ...
+
+    async def recent_counts(self, event: str, minutes: int, now: datetime | None = None
+                            ) -> dict[str, Any]:
+        """Counts over the last ``minutes`` minute buckets ending at ``now`` (UTC)."""
+        ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def _minute_keys(minutes: int, now: datetime | None) -> list[str]:
+    end = (now or datetime.now(UTC)).astimezone(UTC)
+    return [(end - timedelta(minutes=i)).strftime("%Y%m%d%H%M") for i in range(minutes)]
+
+
+class MemoryStore:
+    """In-process store for the demo and tests; dedupe window bounded by ``max_ids``."""
+
+    def __init__(self, max_ids: int = 2_000_000) -> None:
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._max_ids = max_ids
+        self._totals: dict[str, Counter[str]] = {}
+        self._minutes: dict[tuple[str, str], Counter[str]] = {}
+
+    async def record_batch(self, event: str, posts: Sequence[EnrichedPost]) -> list[bool]:
+        fresh = []
+        totals = self._totals.setdefault(event, Counter())
+        for post in posts:
+            key = (event, post.id)
+            if key in self._seen:
+                fresh.append(False)
+                continue
+            self._seen[key] = None
+            if len(self._seen) > self._max_ids:
+                self._seen.popitem(last=False)
+            fields = _fields(post)
+            totals.update(fields)
+            self._minutes.setdefault((event, minute_of(post)), Counter()).update(fields)
+            fresh.append(True)
+        return fresh
+
+    async def counts(self, event: str) -> dict[str, Any]:
+        return parse_counts(dict(self._totals.get(event, Counter())))
+
+    async def recent_counts(self, event: str, minutes: int, now: datetime | None = None
+                            ) -> dict[str, Any]:
+        total: Counter[str] = Counter()
+        for key in _minute_keys(minutes, now):
+            total.update(self._minutes.get((event, key), Counter()))
+        return parse_counts(dict(total))
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+# KEYS: seen-prefix, totals-hash ; ARGV: dedupe_ttl, minute_ttl, minute-prefix, n, then per post:
+# id, minute, nfields, fields...
+_RECORD_LUA = """
+local seen_prefix = KEYS[1]
+local totals = KEYS[2]
+local ttl = tonumber(ARGV[1])
+local minute_ttl = tonumber(ARGV[2])
+local minute_prefix = ARGV[3]
+local n = tonumber(ARGV[4])
+local i = 5
+local out = {}
+for p = 1, n do
+  local id = ARGV[i]
+  local minute = ARGV[i + 1]
+  local nf = tonumber(ARGV[i + 2])
+  local fresh = redis.call('SET', seen_prefix .. id, '1', 'NX', 'EX', ttl)
+  if fresh then
+    local mkey = minute_prefix .. minute
+    for f = 1, nf do
+      local field = ARGV[i + 2 + f]
+      redis.call('HINCRBY', totals, field, 1)
+      redis.call('HINCRBY', mkey, field, 1)
+    end
+    redis.call('EXPIRE', mkey, minute_ttl)
+    out[p] = 1
+  else
+    out[p] = 0
+  end
+  i = i + 3 + nf
+end
+return out
+"""
+
+
+class RedisStore:
+    """State in Redis; one atomic Lua call per batch."""
+
+    def __init__(self, url: str, *, dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._ttl = dedupe_ttl_s
+        self._script = self._redis.register_script(_RECORD_LUA)
+
+    @staticmethod
+    def _prefix(event: str) -> str:
+        return f"cw:{event}:"
+
+    async def record_batch(self, event: str, posts: Sequence[EnrichedPost]) -> list[bool]:
+        if not posts:
+            return []
+        prefix = self._prefix(event)
+        args: list[Any] = [self._ttl, MINUTE_TTL_S, prefix + "minute:", len(posts)]
+        for post in posts:
+            fields = _fields(post)
+            args += [post.id, minute_of(post), len(fields), *fields]
+        result = await self._script(keys=[prefix + "seen:", prefix + "counts"], args=args)
+        return [bool(x) for x in result]
+
+    async def counts(self, event: str) -> dict[str, Any]:
+        raw = await self._redis.hgetall(self._prefix(event) + "counts")
+        return parse_counts({k: int(v) for k, v in raw.items()})
+
+    async def recent_counts(self, event: str, minutes: int, now: datetime | None = None
+                            ) -> dict[str, Any]:
+        prefix = self._prefix(event) + "minute:"
+        pipe = self._redis.pipeline(transaction=False)
+        for key in _minute_keys(minutes, now):
+            pipe.hgetall(prefix + key)
+        total: Counter[str] = Counter()
+        for raw in await pipe.execute():
+            total.update({k: int(v) for k, v in raw.items()})
+        return parse_counts(dict(total))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
