@@ -36,8 +36,8 @@ def register(pipeline: Pipeline) -> None:
         async for events in stream.take_events(settings.batch_size, settings.batch_within):
             started = time.monotonic()
             records = [RawRecord(e.message.value, _source(e)) for e in events]
-            result = await loop.run_in_executor(pipeline.executor, pipeline.enricher.process,
-                                                records)
+            result, outputs = await loop.run_in_executor(
+                pipeline.executor, pipeline.process_batch, records)
             fresh = await pipeline.record_state(result.enriched)
-            await pipeline.emit(result)
+            await pipeline.emit(outputs)
             pipeline.observe(result, fresh, records, [e.message.timestamp for e in events], started)

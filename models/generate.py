@@ -737,6 +737,9 @@ def iter_generate(
     begin = start if start is not None else ev.window.start
     if begin.tzinfo is None or begin.utcoffset() is None:
         raise ValueError("start needs a UTC offset (an aware datetime)")
+    if not 2019 <= begin.astimezone(UTC).year <= 2100:
+        # keeps the platform id formats apart (19-digit twitter, 18-digit mastodon ids)
+        raise ValueError(f"start must lie in the years 2019..2100, got {begin.isoformat()}")
     return TrafficStream(_Generator(scenario, int(seed), n_posts, ev, begin, duration_minutes))
 
 
@@ -916,7 +919,7 @@ class _Generator:
             followers = base if acc.platform == "twitter" else base // 12
             followers += h % max(1, followers // 20)
             self.official_author[f"{acc.platform}:{acc.handle}"] = (
-                str(10**9 + h % (9 * 10**9)), acc.handle, followers, True,
+                str(10**11 + h % (9 * 10**11)), acc.handle, followers, True,
             )
 
         total_authors = max(30, int(n_posts / 3.2))
@@ -1163,7 +1166,9 @@ class _Generator:
             acc = accounts[int(rng.random() * len(accounts))]
             texts = _ROUTINE.get(role, _ROUTINE["municipality"])
             lang = "en" if "en" in texts and rng.random() < 0.15 else "nl"
-            _, place = self._place(rng)
+            ai, place = self._place(rng)
+            if ai >= 0:
+                place = self.areas[ai].name
             text = self._fmt(_pick(rng, texts[lang]), rng, place)
             self._add(self._official_rec(t, "official", "original", acc, lang, text, "0"))
 
@@ -1202,8 +1207,12 @@ class _Generator:
         authors_by_platform[root.platform].append(root.author)
         enquiries: list[_Rec] = []
         rumour_cum = (0.65, 0.93, 0.97, 1.0)
-        delays = sorted(self._time_in(rng, t_root, 15.0 * s + rng.gammavariate(1.6, tau))
-                        for _ in range(size - 1))
+        # A fast wave plus a long tail (people still finding it after the rebuttal).
+        delays = sorted(
+            self._time_in(rng, t_root, 15.0 * s + (rng.gammavariate(1.6, tau)
+                                                   if rng.random() < 0.8
+                                                   else rng.gammavariate(1.2, 4.0 * tau)))
+            for _ in range(size - 1))
         for t in delays:
             late = rebut and t > t_reb
             r = rng.random()
@@ -1304,7 +1313,8 @@ class _Generator:
         if police is None:
             police = (self._official("safety_region") or self._official("municipality")
                       or self.officials[0])
-        place = self._place_in(ai, rng)
+        # officials write the area's proper name
+        place = self.areas[ai].name if ai >= 0 else self._place_in(ai, rng)
         if not self._take(1):
             return
         r1 = self._add(self._official_rec(
@@ -1429,7 +1439,7 @@ class _Generator:
         lang = "nl" if acc.platform != "twitter" or rng.random() < 0.8 else "en"
         adv = self._add(self._official_rec(
             t_adv, "advisory", "original", acc, lang,
-            _ADVISORY[lang].format(place=_display(_pick(rng, self.places[ai]), rng)), "-"))
+            _ADVISORY[lang].format(place=self.areas[ai].name), "-"))
         echo = self._take(round(size * _F_ADVISORY_ECHO))
         for t in sorted(self._time_in(rng, t_adv, 5.0 + rng.gammavariate(1.5, 120.0 * s))
                         for _ in range(echo)):

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from agents import enrich as enrich_agent
 from models.enrich import BatchResult, EnrichedPost, Enricher, RawRecord
 from models.event import EventConfig
+from models.jsonio import dumps
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
 from streams.state import StateStore
@@ -29,6 +29,7 @@ from streams.state import StateStore
 log = logging.getLogger(__name__)
 
 NO_EVENT = "default"
+Output = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
 STALE_AFTER_S = 120.0
 
 
@@ -126,23 +127,27 @@ class Pipeline:
             log.exception("state store write failed for a batch of %d posts", len(posts))
             raise
 
-    async def emit(self, result: BatchResult) -> None:
-        """Send enriched posts and dead letters; return when Kafka has acknowledged them."""
-        producer = self.app.producer
-        futures = []
-        for post in result.enriched:
-            value = json.dumps(post.to_dict(), ensure_ascii=False).encode("utf-8")
-            futures.append(await producer.send(self.settings.topic_enriched,
-                                               post.id.encode("utf-8"), value, None, None, None))
+    def process_batch(self, records: Sequence[RawRecord]) -> tuple[BatchResult, list[Output]]:
+        """CPU part of a batch (runs in the executor): validate, enrich, serialise."""
+        result = self.enricher.process(records)
+        outputs: list[Output] = [
+            (self.settings.topic_enriched, post.id.encode("utf-8"), dumps(post.to_dict()), None)
+            for post in result.enriched
+        ]
         for dead in result.dead:
             src = dead.source
             headers = [
                 ("reason", dead.reason.encode()),
                 ("source", f"{src.get('topic')}/{src.get('partition')}/{src.get('offset')}".encode()),
             ]
-            value = json.dumps(dead.to_dict(), ensure_ascii=False).encode("utf-8")
-            futures.append(await producer.send(self.settings.topic_deadletter, None, value, None,
-                                               None, headers))
+            outputs.append((self.settings.topic_deadletter, None, dumps(dead.to_dict()), headers))
+        return result, outputs
+
+    async def emit(self, outputs: Sequence[Output]) -> None:
+        """Send a batch's outputs; return when Kafka has acknowledged all of them."""
+        send = self.app.producer.send
+        futures = [await send(topic, key, value, None, None, headers)
+                   for topic, key, value, headers in outputs]
         if futures:
             await asyncio.gather(*futures)
 

@@ -8,6 +8,7 @@ ids, handles or cluster ids.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -88,19 +89,27 @@ class PipelineMetrics:
 
     def observe_batch(self, result: BatchResult, fresh: Sequence[bool]) -> None:
         """Count one processed batch; ``fresh[i]`` False = post id seen before."""
-        n_dead = len(result.dead)
-        self.consumed.inc(len(result.enriched) + n_dead)
+        self.consumed.inc(len(result.enriched) + len(result.dead))
         self.accepted.inc(len(result.enriched))
-        for dead in result.dead:
-            self.rejected.labels(dead.reason).inc()
-        ev = self.event
+        for reason, n in Tally(d.reason for d in result.dead).items():
+            self.rejected.labels(reason).inc(n)
+        langs: Tally[str] = Tally()
+        platforms: Tally[str] = Tally()
+        areas: Tally[str] = Tally()
+        topics: Tally[str] = Tally()
+        duplicates = 0
         for post, is_new in zip(result.enriched, fresh, strict=True):
             if not is_new:
-                self.duplicates.inc()
+                duplicates += 1
                 continue
-            self.by_lang.labels(ev, post.lang).inc()
-            self.by_platform.labels(ev, platform_label(post.post.platform)).inc()
-            for area in post.areas or (NO_AREA,):
-                self.by_area.labels(ev, area).inc()
-            for topic in post.topics or (NO_TOPIC,):
-                self.by_topic.labels(ev, topic).inc()
+            langs[post.lang] += 1
+            platforms[platform_label(post.post.platform)] += 1
+            areas.update(post.areas or (NO_AREA,))
+            topics.update(post.topics or (NO_TOPIC,))
+        if duplicates:
+            self.duplicates.inc(duplicates)
+        ev = self.event
+        for metric, counts in ((self.by_lang, langs), (self.by_platform, platforms),
+                               (self.by_area, areas), (self.by_topic, topics)):
+            for label, n in counts.items():
+                metric.labels(ev, label).inc(n)

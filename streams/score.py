@@ -7,13 +7,13 @@ per rejected input line; ``out + rejects == lines in``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from models.enrich import BatchResult, Enricher, RawRecord, Tally
+from models.jsonio import dumps
 from streams.jsonl import InputError, iter_lines
 
 BATCH = 1000
@@ -29,7 +29,7 @@ class ScoreResult:
 
 def _write_jsonl(handle: BinaryIO | None, obj: dict[str, Any]) -> None:
     if handle is not None:
-        handle.write(json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n")
+        handle.write(dumps(obj) + b"\n")
 
 
 def score_stream(
