@@ -9,7 +9,6 @@ re-delivery after a crash or rebalance re-sends outputs but never double-counts.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +31,10 @@ def register(pipeline: Pipeline) -> None:
     @pipeline.app.agent(pipeline.raw_topic, name="crowdwatch.enrich",
                         concurrency=settings.agent_concurrency)
     async def enrich(stream: StreamT) -> None:
-        loop = asyncio.get_running_loop()
         async for events in stream.take_events(settings.batch_size, settings.batch_within):
             started = time.monotonic()
             records = [RawRecord(e.message.value, _source(e)) for e in events]
-            result, outputs = await loop.run_in_executor(
-                pipeline.executor, pipeline.process_batch, records)
-            fresh = await pipeline.record_state(result.enriched)
-            await pipeline.emit(outputs)
-            pipeline.observe(result, fresh, records, [e.message.timestamp for e in events], started)
+            batch = await pipeline.process(records)
+            fresh = await pipeline.record_state(batch.posts)
+            await pipeline.emit(batch.outputs)
+            pipeline.observe(batch, fresh, records, [e.message.timestamp for e in events], started)

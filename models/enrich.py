@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+from datetime import UTC, datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,52 @@ class EnrichedPost:
             mentions=list(self.mentions),
         )
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class PostSummary:
+    """What state and metrics need of an enriched post: small and cheap to pickle."""
+
+    id: str
+    minute: str  # UTC YYYYMMDDHHMM of created_at (else of processing)
+    lang: str
+    platform: str | None
+    areas: tuple[str, ...]
+    topics: tuple[str, ...]
+    keywords: tuple[str, ...]
+
+    def count_fields(self) -> list[str]:
+        """The counters this post adds to: posts, lang:, area:, topic:, keyword:."""
+        fields = ["posts", f"lang:{self.lang}"]
+        fields += [f"area:{a}" for a in self.areas]
+        fields += [f"topic:{t}" for t in self.topics]
+        fields += [f"keyword:{k}" for k in self.keywords]
+        return fields
+
+
+def minute_bucket(created_at: str | None, now: float) -> str:
+    """UTC minute (YYYYMMDDHHMM) of an ISO 8601 time; ``now`` (epoch s) when absent/unreadable."""
+    if created_at:
+        try:
+            dt = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            return dt.astimezone(UTC).strftime("%Y%m%d%H%M")
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H%M")
+
+
+def summarize(post: EnrichedPost, now: float) -> PostSummary:
+    return PostSummary(
+        id=post.id,
+        minute=minute_bucket(post.post.created_at, now),
+        lang=post.lang,
+        platform=post.post.platform,
+        areas=post.areas,
+        topics=post.topics,
+        keywords=post.keywords,
+    )
 
 
 @dataclass

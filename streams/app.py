@@ -11,7 +11,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agents import enrich as enrich_agent
-from models.enrich import BatchResult, EnrichedPost, Enricher, RawRecord
+from models.enrich import PostSummary, RawRecord
 from models.event import EventConfig
-from models.jsonio import dumps
+from streams.batch import BatchProcessor, Output, PreparedBatch, init_child, run_in_child
 from streams.metrics import PipelineMetrics
 from streams.settings import Settings
 from streams.state import StateStore
@@ -29,7 +30,6 @@ from streams.state import StateStore
 log = logging.getLogger(__name__)
 
 NO_EVENT = "default"
-Output = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
 STALE_AFTER_S = 120.0
 
 
@@ -65,7 +65,6 @@ class Pipeline:
         store: StateStore,
         registry: CollectorRegistry,
         event: EventConfig | None = None,
-        enricher: Enricher | None = None,
         web_enabled: bool = True,
     ) -> None:
         if not settings.kafka_configured:
@@ -80,8 +79,19 @@ class Pipeline:
             areas=[a.name for a in event.areas] if event else (),
             topics=[t.name for t in event.topics] if event else (),
         )
-        self.enricher = enricher or Enricher(event, max_text_chars=settings.max_text_chars)
+        self.processor = BatchProcessor(event, max_text_chars=settings.max_text_chars,
+                                        topic_enriched=settings.topic_enriched,
+                                        topic_deadletter=settings.topic_deadletter)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crowdwatch-cpu")
+        self.pool: ProcessPoolExecutor | None = None
+        if settings.cpu_processes > 0:
+            self.pool = ProcessPoolExecutor(
+                max_workers=settings.cpu_processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_child,
+                initargs=(event.model_dump_json() if event else None, settings.max_text_chars,
+                          settings.topic_enriched, settings.topic_deadletter),
+            )
         self.started_at = time.time()
         self.last_batch_at: float | None = None
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset
@@ -105,6 +115,8 @@ class Pipeline:
             stream_buffer_maxsize=max(4096, settings.batch_size * (settings.agent_concurrency + 2)),
             broker_max_poll_records=settings.batch_size,
             producer_linger=0.005,
+            producer_max_batch_size=512 * 1024,
+            producer_max_request_size=8 * 1024 * 1024,
             autodiscover=False,
             key_serializer="raw",
             value_serializer="raw",
@@ -117,7 +129,7 @@ class Pipeline:
 
     # ---- state, outputs, metrics (called by agents) ----
 
-    async def record_state(self, posts: Sequence[EnrichedPost]) -> list[bool]:
+    async def record_state(self, posts: Sequence[PostSummary]) -> list[bool]:
         """Count posts not seen before in the store; on store failure count them as new in
         metrics (the store catches up on re-delivery) and log."""
         try:
@@ -127,21 +139,12 @@ class Pipeline:
             log.exception("state store write failed for a batch of %d posts", len(posts))
             raise
 
-    def process_batch(self, records: Sequence[RawRecord]) -> tuple[BatchResult, list[Output]]:
-        """CPU part of a batch (runs in the executor): validate, enrich, serialise."""
-        result = self.enricher.process(records)
-        outputs: list[Output] = [
-            (self.settings.topic_enriched, post.id.encode("utf-8"), dumps(post.to_dict()), None)
-            for post in result.enriched
-        ]
-        for dead in result.dead:
-            src = dead.source
-            headers = [
-                ("reason", dead.reason.encode()),
-                ("source", f"{src.get('topic')}/{src.get('partition')}/{src.get('offset')}".encode()),
-            ]
-            outputs.append((self.settings.topic_deadletter, None, dumps(dead.to_dict()), headers))
-        return result, outputs
+    async def process(self, records: Sequence[RawRecord]) -> PreparedBatch:
+        """Run the CPU part of a batch off the event loop (process pool or thread)."""
+        loop = asyncio.get_running_loop()
+        if self.pool is not None:
+            return await loop.run_in_executor(self.pool, run_in_child, list(records))
+        return await loop.run_in_executor(self.executor, self.processor, records)
 
     async def emit(self, outputs: Sequence[Output]) -> None:
         """Send a batch's outputs; return when Kafka has acknowledged all of them."""
@@ -151,12 +154,12 @@ class Pipeline:
         if futures:
             await asyncio.gather(*futures)
 
-    def observe(self, result: BatchResult, fresh: Sequence[bool],
+    def observe(self, batch: PreparedBatch, fresh: Sequence[bool],
                 records: Sequence[RawRecord], timestamps: Sequence[float | None],
                 started: float) -> None:
         """Metrics of one finished batch, and the offsets it covered (for lag)."""
         now = time.time()
-        self.metrics.observe_batch(result, fresh)
+        self.metrics.observe_batch(batch.posts, batch.reasons, fresh)
         for ts in timestamps:
             if ts:
                 self.metrics.latency.observe(max(0.0, now - ts))
@@ -168,6 +171,13 @@ class Pipeline:
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         self.last_batch_at = now
         self.metrics.last_batch.set(now)
+
+    async def warm_up(self) -> None:
+        """Start the child processes (and their language models) before the first batch."""
+        if self.pool is not None:
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*[loop.run_in_executor(self.pool, run_in_child, [])
+                                   for _ in range(self.settings.cpu_processes)])
 
     # ---- lag, health, web ----
 
@@ -231,10 +241,16 @@ class Pipeline:
             return web.json(body, status=200 if ok else 503)
 
     def _register_timers(self) -> None:
+        @self.app.task
+        async def warm_up() -> None:
+            await self.warm_up()
+
         @self.app.timer(interval=2.0)
         async def lag_timer() -> None:
             self.update_lag_metrics()
 
     async def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
         await self.store.close()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from models.enrich import BatchResult
+from models.enrich import PostSummary
 from models.post import RejectReason
 
 KNOWN_PLATFORMS = frozenset({"twitter", "x", "bluesky", "mastodon", "facebook", "instagram",
@@ -87,23 +87,24 @@ class PipelineMetrics:
         for topic in (*topics, NO_TOPIC):
             self.by_topic.labels(event, topic)
 
-    def observe_batch(self, result: BatchResult, fresh: Sequence[bool]) -> None:
+    def observe_batch(self, posts: Sequence[PostSummary], reasons: Sequence[str],
+                      fresh: Sequence[bool]) -> None:
         """Count one processed batch; ``fresh[i]`` False = post id seen before."""
-        self.consumed.inc(len(result.enriched) + len(result.dead))
-        self.accepted.inc(len(result.enriched))
-        for reason, n in Tally(d.reason for d in result.dead).items():
+        self.consumed.inc(len(posts) + len(reasons))
+        self.accepted.inc(len(posts))
+        for reason, n in Tally(reasons).items():
             self.rejected.labels(reason).inc(n)
         langs: Tally[str] = Tally()
         platforms: Tally[str] = Tally()
         areas: Tally[str] = Tally()
         topics: Tally[str] = Tally()
         duplicates = 0
-        for post, is_new in zip(result.enriched, fresh, strict=True):
+        for post, is_new in zip(posts, fresh, strict=True):
             if not is_new:
                 duplicates += 1
                 continue
             langs[post.lang] += 1
-            platforms[platform_label(post.post.platform)] += 1
+            platforms[platform_label(post.platform)] += 1
             areas.update(post.areas or (NO_AREA,))
             topics.update(post.topics or (NO_TOPIC,))
         if duplicates:

@@ -13,38 +13,14 @@ Redis keys (``{e}`` = event name):
 
 from __future__ import annotations
 
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from models.enrich import EnrichedPost
+from models.enrich import PostSummary
 
 MINUTE_TTL_S = 48 * 3600
-
-
-def _fields(post: EnrichedPost) -> list[str]:
-    fields = ["posts", f"lang:{post.lang}"]
-    fields += [f"area:{a}" for a in post.areas]
-    fields += [f"topic:{t}" for t in post.topics]
-    fields += [f"keyword:{k}" for k in post.keywords]
-    return fields
-
-
-def minute_of(post: EnrichedPost, now: float | None = None) -> str:
-    """The post's minute bucket (UTC, YYYYMMDDHHMM): from created_at, else processing time."""
-    ts = post.post.created_at
-    if ts:
-        try:
-            dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            return dt.astimezone(UTC).strftime("%Y%m%d%H%M")
-        except ValueError:
-            pass
-    return datetime.fromtimestamp(now if now is not None else time.time(), UTC).strftime(
-        "%Y%m%d%H%M")
 
 
 def parse_counts(raw: dict[str, int]) -> dict[str, Any]:
@@ -63,7 +39,7 @@ def parse_counts(raw: dict[str, int]) -> dict[str, Any]:
 
 
 class StateStore(Protocol):
-    async def record_batch(self, event: str, posts: Sequence[EnrichedPost]) -> list[bool]:
+    async def record_batch(self, event: str, posts: Sequence[PostSummary]) -> list[bool]:
         """Count posts not seen before; return per post True if it was new."""
         ...
 
@@ -95,7 +71,7 @@ class MemoryStore:
         self._totals: dict[str, Counter[str]] = {}
         self._minutes: dict[tuple[str, str], Counter[str]] = {}
 
-    async def record_batch(self, event: str, posts: Sequence[EnrichedPost]) -> list[bool]:
+    async def record_batch(self, event: str, posts: Sequence[PostSummary]) -> list[bool]:
         fresh = []
         totals = self._totals.setdefault(event, Counter())
         for post in posts:
@@ -106,9 +82,9 @@ class MemoryStore:
             self._seen[key] = None
             if len(self._seen) > self._max_ids:
                 self._seen.popitem(last=False)
-            fields = _fields(post)
+            fields = post.count_fields()
             totals.update(fields)
-            self._minutes.setdefault((event, minute_of(post)), Counter()).update(fields)
+            self._minutes.setdefault((event, post.minute), Counter()).update(fields)
             fresh.append(True)
         return fresh
 
@@ -177,14 +153,14 @@ class RedisStore:
     def _prefix(event: str) -> str:
         return f"cw:{event}:"
 
-    async def record_batch(self, event: str, posts: Sequence[EnrichedPost]) -> list[bool]:
+    async def record_batch(self, event: str, posts: Sequence[PostSummary]) -> list[bool]:
         if not posts:
             return []
         prefix = self._prefix(event)
         args: list[Any] = [self._ttl, MINUTE_TTL_S, prefix + "minute:", len(posts)]
         for post in posts:
-            fields = _fields(post)
-            args += [post.id, minute_of(post), len(fields), *fields]
+            fields = post.count_fields()
+            args += [post.id, post.minute, len(fields), *fields]
         result = await self._script(keys=[prefix + "seen:", prefix + "counts"], args=args)
         return [bool(x) for x in result]
 

@@ -1,0 +1,75 @@
+"""The CPU part of a batch, runnable in a thread or in a worker child process.
+
+:class:`BatchProcessor` validates, enriches and serialises one batch and returns a
+:class:`PreparedBatch` of plain values (output records, post summaries, reject
+reasons), cheap to pickle across a process boundary. With ``cpu_processes > 0``
+the pipeline runs it in a process pool, so the parsing/tagging work does not
+compete with the Faust event loop for the GIL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from models.enrich import Enricher, PostSummary, RawRecord, summarize
+from models.event import EventConfig, parse_event
+from models.jsonio import dumps
+
+Output = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    outputs: list[Output]
+    posts: list[PostSummary]
+    reasons: list[str] = field(default_factory=list)
+
+
+class BatchProcessor:
+    def __init__(self, event: EventConfig | None, *, max_text_chars: int, topic_enriched: str,
+                 topic_deadletter: str) -> None:
+        self.enricher = Enricher(event, max_text_chars=max_text_chars)
+        self.topic_enriched = topic_enriched
+        self.topic_deadletter = topic_deadletter
+
+    def __call__(self, records: Sequence[RawRecord]) -> PreparedBatch:
+        result = self.enricher.process(records)
+        now = time.time()
+        outputs: list[Output] = [
+            (self.topic_enriched, post.id.encode("utf-8"), dumps(post.to_dict()), None)
+            for post in result.enriched
+        ]
+        for dead in result.dead:
+            src = dead.source
+            headers = [
+                ("reason", dead.reason.encode()),
+                ("source", f"{src.get('topic')}/{src.get('partition')}/{src.get('offset')}"
+                 .encode()),
+            ]
+            outputs.append((self.topic_deadletter, None, dumps(dead.to_dict()), headers))
+        return PreparedBatch(
+            outputs=outputs,
+            posts=[summarize(p, now) for p in result.enriched],
+            reasons=[d.reason for d in result.dead],
+        )
+
+
+# ---- child-process side: one processor per child, built by the pool initializer
+
+_CHILD: BatchProcessor | None = None
+
+
+def init_child(event_yaml: str | None, max_text_chars: int, topic_enriched: str,
+               topic_deadletter: str) -> None:
+    global _CHILD
+    event = parse_event(event_yaml, "<event>") if event_yaml else None
+    _CHILD = BatchProcessor(event, max_text_chars=max_text_chars, topic_enriched=topic_enriched,
+                            topic_deadletter=topic_deadletter)
+
+
+def run_in_child(records: Sequence[RawRecord]) -> PreparedBatch:
+    if _CHILD is None:  # pragma: no cover - the initializer always runs first
+        raise RuntimeError("batch child not initialised")
+    return _CHILD(records)
