@@ -262,7 +262,8 @@ def worker(
 @app.command()
 def demo(
     duration: Annotated[float | None, typer.Option(help="Stop after S seconds")] = None,
-    speed: Annotated[float, typer.Option(help="Replay speed of the sample event")] = 30.0,
+    speed: Annotated[float, typer.Option(
+        help="Replay speed (x real time) of the one-hour sample")] = 60.0,
     web_port: Annotated[int | None, typer.Option(help="Port of /metrics and /health")] = None,
     plain: Annotated[bool, typer.Option(
         help="Print a line per second instead of the live view")] = False,
@@ -283,32 +284,86 @@ def demo(
 # ---------------------------------------------------------------- stack
 
 
-@stack_app.command("up")
-def stack_up() -> None:
-    """Fetch Kafka (once), start Kafka, Redis, Prometheus and Alertmanager on 127.0.0.1."""
+_PASS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _stack(cmd: str, ctx: typer.Context) -> None:
     from streams import stack
+
+    raise typer.Exit(stack.main([cmd, *ctx.args]))
+
+
+@stack_app.command("up", context_settings=_PASS)
+def stack_up(ctx: typer.Context) -> None:
+    """Fetch Kafka 4.x jars (once), start Kafka (KRaft), Redis, Prometheus and Alertmanager on
+    127.0.0.1 and write their addresses to ~/.crowdwatch/stack.env. Idempotent.
+    Options: see `crowdwatch stack up --help`."""
+    _stack("up", ctx)
+
+
+@stack_app.command("down", context_settings=_PASS)
+def stack_down(ctx: typer.Context) -> None:
+    """Stop the local services (--purge also deletes their data)."""
+    _stack("down", ctx)
+
+
+@stack_app.command("status", context_settings=_PASS)
+def stack_status(ctx: typer.Context) -> None:
+    """Show the local services (--env prints the settings lines, --json for scripts)."""
+    _stack("status", ctx)
+
+
+@stack_app.command("restart", context_settings=_PASS)
+def stack_restart(ctx: typer.Context) -> None:
+    """Restart one service (kafka, redis, prometheus, alertmanager) with its data."""
+    _stack("restart", ctx)
+
+
+@stack_app.command("kill", context_settings=_PASS)
+def stack_kill(ctx: typer.Context) -> None:
+    """Send a signal to one service (fault injection), e.g. `kill kafka --signal KILL`."""
+    _stack("kill", ctx)
+
+
+# ---------------------------------------------------------------- generate
+
+
+@app.command()
+def generate(
+    scenario: Annotated[str, typer.Option(help="Scenario name (see --list)")] = "rumour-rebuttal",
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same traffic")] = 1,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory")] = None,
+    posts: Annotated[int, typer.Option("--posts", help="Number of posts")] = 5000,
+    minutes: Annotated[float, typer.Option(help="Time span of the traffic")] = 120.0,
+    event_path: Annotated[Path | None, typer.Option("--event", help="Event YAML")] = None,
+    list_scenarios: Annotated[bool, typer.Option("--list", help="List scenarios")] = False,
+) -> None:
+    """Write synthetic Dutch + English event traffic (posts.jsonl) and its exact truth
+    (truth.json): for demos, tests and benchmarks. Every post is marked synthetic."""
+    from models.generate import SCENARIOS, iter_generate, write_traffic
+
+    if list_scenarios:
+        for name, text in SCENARIOS.items():
+            out.print(f"[bold]{name}[/]: {text}")
+        return
+    if out_dir is None:
+        raise fail("--out DIR is required")
+    if scenario not in SCENARIOS:
+        raise fail(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    from models.event import load_event
 
     try:
-        result = stack.up()
-    except stack.StackError as exc:
+        event = load_event(event_path) if event_path else None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stream = iter_generate(scenario, seed=seed, n_posts=posts, event=event,
+                               duration_minutes=minutes)
+        posts_path, truth_path = write_traffic(stream, out_dir)
+    except EventConfigError as exc:
+        raise fail(str(exc).replace("\n", "; ")) from None
+    except (ValueError, OSError) as exc:
         raise fail(str(exc)) from None
-    out.print(result)
-
-
-@stack_app.command("down")
-def stack_down(purge: Annotated[bool, typer.Option(help="Also delete data")] = False) -> None:
-    """Stop the local services."""
-    from streams import stack
-
-    out.print(stack.down(purge=purge))
-
-
-@stack_app.command("status")
-def stack_status() -> None:
-    """Show the local services."""
-    from streams import stack
-
-    out.print(stack.status())
+    err.print(f"wrote {posts:,} posts to {posts_path} and the truth to {truth_path}",
+              highlight=False)
 
 
 def main() -> None:

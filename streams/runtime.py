@@ -21,6 +21,7 @@ def event_from(settings: Settings, path: Path | None) -> EventConfig | None:
 
 def store_from(settings: Settings) -> StateStore:
     if settings.redis_configured:
-        return RedisStore(settings.redis_url.get_secret_value(), dedupe_ttl_s=settings.dedupe_ttl_s)
+        return RedisStore(settings.redis_url.get_secret_value(), dedupe_ttl_s=settings.dedupe_ttl_s,
+                          prefix=settings.redis_prefix)
     log.warning("CROWDWATCH_REDIS_URL not set: keeping state in memory (lost on restart)")
     return MemoryStore()

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     redis_url: SecretStr = Field(
         default=SecretStr(""), description="redis://[user:pass@]host:port/db. Empty: memory store."
     )
+    redis_prefix: str = Field(default="cw", min_length=1,
+                              description="Key prefix in Redis (one per deployment)")
     prometheus_url: str = ""
     alertmanager_url: str = ""
 

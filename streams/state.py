@@ -5,7 +5,7 @@
 marks post ids as seen and counts only posts not seen before, atomically (one
 Lua script per batch in Redis), so re-delivered posts never double-count.
 
-Redis keys (``{e}`` = event name):
+Redis keys (``{e}`` = event name, ``cw`` = ``CROWDWATCH_REDIS_PREFIX``):
 - ``cw:{e}:seen:{post_id}``            dedupe marker, TTL ``dedupe_ttl_s``
 - ``cw:{e}:counts``                    hash ``area:<name>|topic:<name>|keyword:<term>|lang:<code>|posts`` -> total
 - ``cw:{e}:minute:<YYYYMMDDHHMM>``     same fields per minute of ``created_at`` (TTL 48 h)
@@ -142,16 +142,16 @@ return out
 class RedisStore:
     """State in Redis; one atomic Lua call per batch."""
 
-    def __init__(self, url: str, *, dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(self, url: str, *, dedupe_ttl_s: int = 7 * 24 * 3600, prefix: str = "cw") -> None:
         import redis.asyncio as aioredis
 
         self._redis = aioredis.Redis.from_url(url, decode_responses=True)
         self._ttl = dedupe_ttl_s
+        self._key_prefix = prefix
         self._script = self._redis.register_script(_RECORD_LUA)
 
-    @staticmethod
-    def _prefix(event: str) -> str:
-        return f"cw:{event}:"
+    def _prefix(self, event: str) -> str:
+        return f"{self._key_prefix}:{event}:"
 
     async def record_batch(self, event: str, posts: Sequence[PostSummary]) -> list[bool]:
         if not posts:
