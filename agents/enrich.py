@@ -31,7 +31,9 @@ def register(pipeline: Pipeline) -> None:
     @pipeline.app.agent(pipeline.raw_topic, name="crowdwatch.enrich",
                         concurrency=settings.agent_concurrency)
     async def enrich(stream: StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, settings.batch_within):
+        # take_events is on faust's Stream but not on its StreamT protocol
+        take_events = stream.take_events  # type: ignore[attr-defined]
+        async for events in take_events(settings.batch_size, settings.batch_within):
             started = time.monotonic()
             records = [RawRecord(e.message.value, _source(e)) for e in events]
             batch = await pipeline.process(records)

@@ -68,8 +68,8 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def produce(bootstrap: str, topic: str, posts: list[tuple[bytes | None, bytes]], rate: float | None = None,
-                  sent_at: dict[bytes, float] | None = None) -> float:
+async def produce(bootstrap: str, topic: str, posts: list[tuple[bytes | None, bytes]],
+                  rate: float | None = None, sent_at: dict[bytes, float] | None = None) -> float:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
                                 max_batch_size=256 * 1024)
     await producer.start()
@@ -89,7 +89,7 @@ async def produce(bootstrap: str, topic: str, posts: list[tuple[bytes | None, by
     return time.monotonic() - start
 
 
-async def count_until(bootstrap: str, topics: list[str], n: int, timeout: float,
+async def count_until(bootstrap: str, topics: list[str], n: int, limit_s: float,
                       sent_at: dict[bytes, float] | None = None,
                       ) -> tuple[int, float, float, list[float]]:
     """Consume ``topics`` from the start until n records: (count, first_t, last_t, latencies)."""
@@ -100,7 +100,7 @@ async def count_until(bootstrap: str, topics: list[str], n: int, timeout: float,
     got = 0
     first = last = 0.0
     lat: list[float] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     try:
         while got < n and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
@@ -113,20 +113,47 @@ async def count_until(bootstrap: str, topics: list[str], n: int, timeout: float,
                 got += len(records)
                 last = time.monotonic()
                 if sent_at is not None:
-                    for r in records:
-                        if r.key is not None and r.key in sent_at:
-                            lat.append(now - sent_at[r.key])
+                    lat.extend(now - sent_at[r.key] for r in records
+                               if r.key is not None and r.key in sent_at)
     finally:
         await consumer.stop()
     return got, first, last, lat
 
 
-def start_workers(k: int, tag: str, env_base: dict[str, str], logdir: Path) -> list[subprocess.Popen[bytes]]:
+def faust_noop_rate(bootstrap: str, topic: str, n: int, logdir: Path) -> float:
+    """The framework ceiling: a Faust agent that takes the same batches and does nothing."""
+    code = f"""
+import asyncio, time, faust
+app = faust.App("noop-{uuid.uuid4().hex[:8]}", broker="kafka://{bootstrap}", web_enabled=False,
+                broker_session_timeout=10, stream_buffer_maxsize=4096,
+                broker_max_poll_records=500, datadir="{logdir}/noop")
+topic = app.topic("{topic}", value_serializer="raw", key_serializer="raw")
+seen = {{"n": 0, "t0": None}}
+@app.agent(topic, concurrency=2)
+async def noop(stream):
+    async for events in stream.take_events(500, 0.2):
+        seen["t0"] = seen["t0"] or time.monotonic()
+        seen["n"] += len(events)
+async def main():
+    await app.start()
+    while seen["n"] < {n}:
+        await asyncio.sleep(0.05)
+    print(seen["n"] / (time.monotonic() - seen["t0"]))
+    await app.stop()
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def start_workers(k: int, tag: str, env_base: dict[str, str], logdir: Path,
+                  ) -> list[subprocess.Popen[bytes]]:
     procs = []
     for i in range(k):
         env = dict(env_base, CROWDWATCH_WEB_PORT=str(17100 + i))
         log = (logdir / f"worker-{i}.log").open("wb")
-        procs.append(subprocess.Popen(  # noqa: S603
+        procs.append(subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
     return procs
@@ -137,7 +164,7 @@ def wait_ready(k: int, timeout: float = 60) -> None:
     for i in range(k):
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{17100 + i}/health", timeout=1) as r:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{17100 + i}/health", timeout=1) as r:
                     body = json.loads(r.read())
                     if body.get("assigned_partitions"):
                         break
@@ -182,6 +209,8 @@ def main() -> int:
     got, first, last, _ = asyncio.run(count_until(bs, [raw], len(posts), 120))
     raw_rate = got / (last - first) if last > first else float("nan")
     print(f"raw aiokafka consume: {got:,} records, {raw_rate:,.0f} records/s", flush=True)
+    noop_rate = faust_noop_rate(bs, raw, len(posts), logdir)
+    print(f"faust no-op agent: {noop_rate:,.0f} records/s", flush=True)
     for k in args.workers:
         app_tag = f"{tag}-w{k}"
         env = dict(os.environ, CROWDWATCH_APP_ID=app_tag, CROWDWATCH_TOPIC_RAW=raw,
@@ -198,8 +227,7 @@ def main() -> int:
             stop_workers(procs)
         rate = got / (last - first) if last > first else float("nan")
         results.append((k, got, rate))
-        print(f"{k} worker(s): {got:,} outputs, {rate:,.0f} posts/s "
-              f"({rate / raw_rate:.2f}x of raw consume)", flush=True)
+        print(f"{k} worker(s): {got:,} outputs, {rate:,.0f} posts/s", flush=True)
 
     # ---- phase 2: latency at a fixed rate (1 worker)
     n_lat = int(args.rate * args.latency_seconds)
@@ -236,8 +264,10 @@ def main() -> int:
           f"{os.cpu_count()} cores")
     print(f"{'':28s}{'posts/s':>12s}{'ratio to raw':>14s}")
     print(f"{'raw aiokafka consume':28s}{raw_rate:12,.0f}{1.0:14.2f}")
+    print(f"{'faust no-op agent':28s}{noop_rate:12,.0f}{noop_rate / raw_rate:14.3f}")
     for k, _got, rate in results:
-        print(f"{f'crowdwatch worker x{k}':28s}{rate:12,.0f}{rate / raw_rate:14.2f}")
+        print(f"{f'crowdwatch worker x{k}':28s}{rate:12,.0f}{rate / raw_rate:14.3f}"
+              f"   ({rate / noop_rate:.2f}x of the faust no-op agent)")
     print(f"latency at {args.rate:,.0f} posts/s for {args.latency_seconds:.0f} s "
           f"(produce -> consumed), ms:")
     print(f"{'':28s}{'p50':>8s}{'p95':>8s}{'p99':>8s}{'n':>8s}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from datetime import UTC, datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from models.event import EventConfig

@@ -1,9 +1,9 @@
 """Event configuration: one YAML file describes one monitored event.
 
-See ``streams/data/koningsdag-amsterdam.yaml`` (``crowdwatch event example``) for a complete example. Every
-mistake is reported with its location in the file, e.g.::
+See ``streams/data/koningsdag-amsterdam.yaml`` (``crowdwatch event example``) for a complete
+example. Every mistake is reported with its location in the file, e.g.::
 
-    koningsdag.yaml: areas[2].geometry.coordinates[0]: ring is not closed ...
+    koningsdag.yaml: areas[2].geometry: coordinates[0]: ring is not closed ...
 """
 
 from __future__ import annotations
@@ -172,6 +172,14 @@ class Topic(_Strict):
         return value
 
 
+def _no_duplicates(kind: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n.lower() in seen:
+            raise ValueError(f"{kind} {n!r} is listed twice")
+        seen.add(n.lower())
+
+
 class EventConfig(_Strict):
     name: str = Field(description="Short id, used as the `event` metric label")
     title: str | None = None
@@ -210,19 +218,25 @@ class EventConfig(_Strict):
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
-    @model_validator(mode="after")
-    def _unique(self) -> EventConfig:
-        for kind, names in (
-            ("area", [a.name for a in self.areas]),
-            ("topic", [t.name for t in self.topics]),
-            ("official account", [f"{o.platform}:{o.handle}" for o in self.official_accounts]),
-        ):
-            seen: set[str] = set()
-            for n in names:
-                if n.lower() in seen:
-                    raise ValueError(f"{kind} {n!r} is listed twice")
-                seen.add(n.lower())
-        return self
+    # field validators (not a model validator) so duplicates are reported together with
+    # every other problem: pydantic skips "after" model validators once a field failed
+    @field_validator("areas")
+    @classmethod
+    def _unique_areas(cls, value: list[Area]) -> list[Area]:
+        _no_duplicates("area", [a.name for a in value])
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _unique_topics(cls, value: list[Topic]) -> list[Topic]:
+        _no_duplicates("topic", [t.name for t in value])
+        return value
+
+    @field_validator("official_accounts")
+    @classmethod
+    def _unique_accounts(cls, value: list[OfficialAccount]) -> list[OfficialAccount]:
+        _no_duplicates("official account", [f"{o.platform}:{o.handle}" for o in value])
+        return value
 
     def geofences(self) -> list[Geofence]:
         return [a.geofence() for a in self.areas]

@@ -136,14 +136,16 @@ def validate_post(obj: Any, *, max_text_chars: int) -> Post | Reject:
     if _is_int(post_id):  # some exports write numeric ids; they are unambiguous
         post_id = str(post_id)
     if not isinstance(post_id, str):
-        return Reject(RejectReason.WRONG_TYPE, f"'id' must be a string, got {type(post_id).__name__}")
+        return Reject(RejectReason.WRONG_TYPE,
+                      f"'id' must be a string, got {type(post_id).__name__}")
     if not post_id.strip():
         return Reject(RejectReason.EMPTY_ID, "'id' is empty")
     if "text" not in obj or obj["text"] is None:
         return Reject(RejectReason.MISSING_TEXT, "field 'text' is required")
     text = obj["text"]
     if not isinstance(text, str):
-        return Reject(RejectReason.WRONG_TYPE, f"'text' must be a string, got {type(text).__name__}")
+        return Reject(RejectReason.WRONG_TYPE,
+                      f"'text' must be a string, got {type(text).__name__}")
     if len(text) > max_text_chars:
         return Reject(
             RejectReason.TEXT_TOO_LONG, f"'text' has {len(text)} characters, limit {max_text_chars}"
@@ -190,7 +192,8 @@ def validate_post(obj: Any, *, max_text_chars: int) -> Post | Reject:
     return Post(id=post_id, text=text, author=author, geo=geo, extra=extra, **values)
 
 
-def decode_post(raw: bytes | bytearray | memoryview | None, *, max_text_chars: int) -> Post | Reject:
+def decode_post(raw: bytes | bytearray | memoryview | None, *,
+                max_text_chars: int) -> Post | Reject:
     """Decode one wire record (UTF-8 JSON object) into a :class:`Post` or a :class:`Reject`."""
     if raw is None:
         return Reject(RejectReason.NOT_JSON, "empty record (no value)")
@@ -198,11 +201,20 @@ def decode_post(raw: bytes | bytearray | memoryview | None, *, max_text_chars: i
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
         return Reject(RejectReason.INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}")
-    return decode_post_text(text, max_text_chars=max_text_chars)
+    return _decode(text, max_text_chars=max_text_chars)
 
 
 def decode_post_text(text: str, *, max_text_chars: int) -> Post | Reject:
     """Like :func:`decode_post` for an already-decoded line of text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # e.g. read with errors="surrogateescape"
+        return Reject(RejectReason.INVALID_UTF8, f"not encodable as UTF-8 at character {exc.start}")
+    return _decode(text, max_text_chars=max_text_chars)
+
+
+def _decode(text: str, *, max_text_chars: int) -> Post | Reject:
+    """Parse and validate a line known to be valid Unicode text."""
     if not text.strip():
         return Reject(RejectReason.NOT_JSON, "empty line")
     try:

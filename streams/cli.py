@@ -167,7 +167,8 @@ def replay(
     """Produce posts from files to Kafka in created_at order (as fast as possible unless
     --speed or --max-rate is given)."""
     from streams.kafka_admin import ensure_topics
-    from streams.replay import Pacer, replay as do_replay
+    from streams.replay import Pacer
+    from streams.replay import replay as do_replay
 
     settings = _settings(kafka_bootstrap=bootstrap)
     if not settings.kafka_configured:

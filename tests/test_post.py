@@ -244,16 +244,20 @@ def test_surrogate_pair_escape_is_fine() -> None:
     assert post.text == "feest 🎉 é"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_post_text only checks for lone surrogates when the line has a '\\u' "
-    "escape; a str that already holds a lone surrogate (e.g. read with "
-    "errors='surrogateescape') becomes a Post whose to_dict() cannot be encoded "
-    "(jsonio.dumps raises UnicodeEncodeError)",
-)
 def test_decode_post_text_rejects_a_raw_lone_surrogate() -> None:
+    # a str can hold a lone surrogate (e.g. a file read with errors="surrogateescape");
+    # such a post could never be written out as UTF-8
     result = decode_post_text('{"id": "1", "text": "a\ud800"}', max_text_chars=LIMIT)
-    _assert_reject(result, RejectReason.INVALID_UTF8)
+    _assert_reject(result, RejectReason.INVALID_UTF8, "character 22")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.characters(categories=["Cs", "Ll"]), max_size=10))
+def test_decode_post_text_output_is_always_encodable(text: str) -> None:
+    result = decode_post_text(json.dumps({"id": "1", "text": "x"})[:-1] + f', "t": "{text}"}}',
+                              max_text_chars=LIMIT)
+    if isinstance(result, Post):
+        jsonio.dumps(result.to_dict())  # never raises UnicodeEncodeError
 
 
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Everything crowdwatch needs on a fresh Debian/Ubuntu machine, idempotent:
+#   - apt: redis-server, prometheus, prometheus-alertmanager (when root and missing)
+#   - a virtualenv in .venv with crowdwatch and its dev tools (pip install -e ".[dev]")
+# Kafka's jars are fetched from Maven Central by `crowdwatch stack up` (cached).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
+if ((${#need[@]})); then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "missing (install as root): ${need[*]}" >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+echo "ready: .venv/bin/crowdwatch"
