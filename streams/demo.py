@@ -178,7 +178,7 @@ async def _run(settings: Settings, *, duration: float | None, speed: float, plai
             if live is not None:
                 live.update(view.render())
             else:
-                console.print(view.line(), highlight=False)
+                console.print(view.line(), highlight=False, soft_wrap=True)
             if duration is not None and time.monotonic() - started >= duration:
                 break
     finally:
@@ -196,7 +196,7 @@ async def _run(settings: Settings, *, duration: float | None, speed: float, plai
         f"demo finished: replayed {summary.sent - summary.failed:,} records; the worker consumed "
         f"{c['consumed']:,.0f} = {c['accepted']:,.0f} accepted + {c['dead']:,.0f} "
         f"dead-lettered; /metrics was http://{settings.web_host}:{settings.web_port}/metrics",
-        highlight=False)
+        highlight=False, soft_wrap=True)
     return 0
 
 

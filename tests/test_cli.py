@@ -1,0 +1,158 @@
+"""The command line as a user runs it (typer's runner in-process; the demo as a process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from streams.cli import app
+from streams.runtime import PACKAGED_EVENT
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_bytes().decode().split("\n")[:-1]
+
+
+@pytest.fixture
+def mixed_input(tmp_path: Path) -> Path:
+    good = [
+        {"id": "a1", "text": "Wat een drukte op de Dam #koningsdag", "platform": "twitter"},
+        {"id": "a2", "text": "Amazing vibes at Museumplein #kingsday", "lang": "en"},
+        {"id": "a3", "text": "Gedrang bij het station", "geo": {"lat": 52.3787, "lon": 4.9},
+         "extra_field": {"kept": True}},
+        {"id": "a1", "text": "Wat een drukte op de Dam #koningsdag", "platform": "twitter"},
+    ]
+    raw = [json.dumps(g).encode() for g in good]
+    raw[2:2] = [b"not json", b'{"id": "x"}', b"\xff\xfe", b""]
+    path = tmp_path / "in.posts.jsonl"
+    path.write_bytes(b"\n".join(raw))  # no newline at the end: the last line still counts
+    return path
+
+
+def test_score_outputs_plus_rejects_equal_lines_in(mixed_input: Path, tmp_path: Path) -> None:
+    out, rej, summ = tmp_path / "out.jsonl", tmp_path / "rej.jsonl", tmp_path / "summary.json"
+    result = runner.invoke(app, ["score", str(mixed_input), "--out", str(out), "--rejects",
+                                 str(rej), "--summary", str(summ), "--event", str(PACKAGED_EVENT)])
+    assert result.exit_code == 0, result.output
+    outs = [json.loads(x) for x in _lines(out)]
+    rejects = [json.loads(x) for x in _lines(rej)]
+    assert len(outs) + len(rejects) == 8
+    assert [o["id"] for o in outs] == ["a1", "a2", "a3", "a1"]
+    assert {r["reason"] for r in rejects} == {"not_json", "missing_text", "invalid_utf8"}
+    assert sorted(r["line"] for r in rejects) == [3, 4, 5, 6]
+    assert all(r["detail"] and r["original_b64"] is not None for r in rejects)
+    first = outs[0]
+    for key in ("id", "lang", "areas", "keywords", "topics"):
+        assert key in first
+    assert first["areas"] == ["Dam"] and first["lang"] == "nl"
+    assert outs[2]["areas"] == ["Centraal Station"] and outs[2]["extra_field"] == {"kept": True}
+    summary = json.loads(summ.read_text())
+    assert summary["lines_in"] == 8 and summary["lines_out"] == 4 and summary["rejects"] == 4
+    assert summary["unique_posts"] == 3
+    assert summary["by_reject_reason"] == {"not_json": 2, "missing_text": 1, "invalid_utf8": 1}
+    assert summary["by_area"]["Dam"] == 1  # a1 twice, counted once
+    assert summary["by_lang"]["nl"] >= 1
+
+
+def test_score_without_event_still_enriches(mixed_input: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["score", str(mixed_input), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert all(json.loads(x)["areas"] == [] for x in _lines(out))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["score", "missing.jsonl", "--out", "o.jsonl"], "no such file"),
+        (["score", ".", "--out", "o.jsonl"], "is a directory"),
+        (["score", "IN", "--out", "/nonexistent-dir/o.jsonl"], "cannot write"),
+        (["score", "IN", "--out", "IN"], "overwrite the input"),
+        (["score", "IN", "--out", "o.jsonl", "--event", "nope.yaml"], "no such file"),
+    ],
+)
+def test_score_errors_are_one_clear_line(args: list[str], message: str, mixed_input: Path,
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [str(mixed_input) if a == "IN" else a for a in args]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_score_a_real_shared_file(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "replay" / "crisislex-2013_Alberta_floods.posts.jsonl"
+    out = tmp_path / "o.jsonl"
+    result = runner.invoke(app, ["score", str(src), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(_lines(out)) == len(_lines(src))
+
+
+def test_event_check_and_example(tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["event", "check", str(PACKAGED_EVENT)])
+    assert ok.exit_code == 0 and "7 areas" in ok.output
+    example = runner.invoke(app, ["event", "example"])
+    assert example.exit_code == 0 and "koningsdag-amsterdam" in example.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(example.output.replace("name: koningsdag-amsterdam", "name: Bad Name")
+                   .replace("languages: [nl, en]", "languages: [dutch]"))
+    res = runner.invoke(app, ["event", "check", str(bad)])
+    assert res.exit_code == 1
+    assert "name:" in res.output and "languages" in res.output
+
+
+def test_generate_writes_posts_and_truth(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["generate", "--scenario", "rumour-rebuttal", "--seed", "5",
+                              "--posts", "800", "--out", str(tmp_path / "g")])
+    assert res.exit_code == 0, res.output
+    posts = _lines(tmp_path / "g" / "posts.jsonl")
+    truth = json.loads((tmp_path / "g" / "truth.json").read_text())
+    assert len(posts) == 800
+    assert truth["rumour_posts"] and truth["questions"]
+    bad = runner.invoke(app, ["generate", "--scenario", "nope", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown scenario" in bad.output
+
+
+def test_replay_and_worker_need_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CROWDWATCH_STACK_FILE", str(tmp_path / "none.env"))
+    monkeypatch.delenv("CROWDWATCH_KAFKA_BOOTSTRAP", raising=False)
+    for args in (["replay", str(PACKAGED_EVENT)], ["worker"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "no Kafka configured" in res.output
+
+
+def test_replay_rejects_contradicting_options(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["replay", "x.jsonl", "--speed", "2", "--max-rate", "10",
+                              "--bootstrap", "127.0.0.1:1"])
+    assert res.exit_code == 2 and "not both" in res.output
+
+
+def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDWATCH_")}
+    env.update(CROWDWATCH_STACK_FILE=str(tmp_path / "none.env"), CROWDWATCH_HOME=str(tmp_path))
+    from streams.embedded import free_port
+
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "demo", "--duration", "12", "--plain",
+         "--speed", "600", "--web-port", str(port)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "embedded Tansu" in proc.stderr
+    last = proc.stderr.strip().splitlines()
+    finished = next(line for line in last if line.startswith("demo finished"))
+    # "the worker consumed N = A accepted + D dead-lettered"
+    numbers = [int(t.replace(",", "")) for t in finished.replace("=", " ").split()
+               if t.replace(",", "").isdigit()]
+    consumed, accepted, dead = numbers[1], numbers[2], numbers[3]
+    assert consumed == accepted + dead and consumed > 500 and dead >= 1
