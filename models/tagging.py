@@ -59,10 +59,15 @@ class TermMatcher:
         found: dict[tuple[str, str], None] = {}
         for m in self._regex.finditer(folded_text):
             key = " ".join(m.group(0).split())
-            if key not in self._groups:  # '#koningsdag' found through the word 'koningsdag'
-                key = key[1:]
-            for group in self._groups.get(key, ()):
-                found.setdefault((key, group), None)
+            # '#koningsdag' matches the term '#koningsdag' and the plain term 'koningsdag'
+            # (the plain one only for groups the hashtag term does not already cover)
+            keys = (key, key[1:]) if key.startswith("#") else (key,)
+            covered: set[str] = set()
+            for term in keys:
+                for group in self._groups.get(term, ()):
+                    if group not in covered:
+                        covered.add(group)
+                        found.setdefault((term, group), None)
         return [Match(term, group) for term, group in found]
 
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200d\u2060\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
 _SPACE = re.compile(r"\s+")
 _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
-_MENTION = re.compile(r"(?<![\w@])@[\w.\-]+(?:@[\w.\-]+)?")
+# a handle does not end in '.' or '-' (that is the sentence around it); Mastodon: @user@host
+_HANDLE = r"\w(?:[\w.\-]*\w)?"
+_MENTION = re.compile(rf"(?<![\w@])@{_HANDLE}(?:@{_HANDLE})?")
 _RT_PREFIX = re.compile(r"^RT @[\w.\-]+:\s*")
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 _HASHTAG = re.compile(r"(?<![\w#])#(\w+)")
 
 
 def normalize(text: str) -> str:
     """NFC, control and zero-width characters removed, whitespace collapsed, stripped."""
+    text = _CONTROL.sub("", text)  # first, so NFC sees the characters that stay
     text = unicodedata.normalize("NFC", text)
-    text = _CONTROL.sub("", text)
     return _SPACE.sub(" ", text).strip()
 
 
@@ -29,8 +32,10 @@ def fold(text: str) -> str:
     """Case- and accent-insensitive form for matching."""
     if text.isascii():
         return text.lower()
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    # decompose first: styled letters (𝐊, 𝑫) only become plain letters through NFKD
+    decomposed = unicodedata.normalize("NFKD", text).casefold()
+    folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return folded.translate(_QUOTES)
 
 
 def strip_for_language(text: str) -> str:
