@@ -18,6 +18,19 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
+class MoodRow:
+    """One scored post as the mood aggregates need it."""
+
+    id: str
+    minute: int  # epoch minute of created_at (else processing time)
+    lang: str
+    areas: tuple[str, ...]
+    topics: tuple[str, ...]
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
 class MoodSignal:
     scope: str  # "area" | "topic"
     name: str
@@ -101,5 +114,30 @@ class MoodShiftDetector:
                                       int(cur_n)))
         return out
 
+    def observe_rows(self, rows: list[MoodRow]) -> None:
+        """Each row's score counts for each of its areas and topics."""
+        for row in rows:
+            for area in row.areas:
+                self.observe("area", area, row.minute, row.score)
+            for topic in row.topics:
+                self.observe("topic", topic, row.minute, row.score)
+
     def active(self) -> list[tuple[str, str]]:
         return [key for key, s in self._series.items() if s.active]
+
+
+def signal_dict(signal: MoodSignal, event: str) -> dict[str, object]:
+    """The JSON record of a signal on the ``signals`` topic."""
+    return {
+        "type": "mood_shift",
+        "event": event,
+        "scope": signal.scope,
+        "name": signal.name,
+        "state": signal.state,
+        "at": signal.minute * 60,
+        "current_mood": round(signal.current, 4),
+        "baseline_mood": round(signal.baseline, 4),
+        "baseline_std": round(signal.std, 4),
+        "zscore": round(signal.zscore, 2),
+        "posts_in_window": signal.posts,
+    }

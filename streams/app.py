@@ -20,10 +20,22 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agents import enrich as enrich_agent
+from agents import sentiment as sentiment_agent
 from models.enrich import PostSummary, RawRecord
 from models.event import EventConfig
-from streams.batch import BatchProcessor, Output, PreparedBatch, init_child, run_in_child
-from streams.metrics import PipelineMetrics
+from models.jsonio import dumps
+from models.mood import MoodShiftDetector, ShiftConfig, signal_dict
+from models.sentiment import CachedScorer, SentimentScorer
+from streams.batch import (
+    BatchProcessor,
+    Output,
+    PreparedBatch,
+    ScoredBatch,
+    init_child,
+    run_in_child,
+    score_values,
+)
+from streams.metrics import MoodMetrics, PipelineMetrics
 from streams.settings import Settings
 from streams.state import StateStore
 
@@ -65,6 +77,8 @@ class Pipeline:
         store: StateStore,
         registry: CollectorRegistry,
         event: EventConfig | None = None,
+        scorer: SentimentScorer | None = None,
+        shift: ShiftConfig | None = None,
         web_enabled: bool = True,
     ) -> None:
         if not settings.kafka_configured:
@@ -123,7 +137,18 @@ class Pipeline:
         )
         self.raw_topic = self.app.topic(settings.topic_raw, key_type=bytes, value_type=bytes,
                                         key_serializer="raw", value_serializer="raw")
+        self.enriched_topic = self.app.topic(settings.topic_enriched, key_type=bytes,
+                                             value_type=bytes, key_serializer="raw",
+                                             value_serializer="raw")
         enrich_agent.register(self)
+        self.scorer = scorer
+        self.mood_metrics = MoodMetrics(registry, self.event_name)
+        self.detector = MoodShiftDetector(shift)
+        # one thread: torch parallelises inside a batch (CROWDWATCH_SENTIMENT_THREADS)
+        self.score_executor = ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="crowdwatch-sentiment")
+        if scorer is not None:
+            sentiment_agent.register(self)
         self._register_web()
         self._register_timers()
 
@@ -145,6 +170,38 @@ class Pipeline:
         if self.pool is not None:
             return await loop.run_in_executor(self.pool, run_in_child, list(records))
         return await loop.run_in_executor(self.executor, self.processor, records)
+
+    async def score(self, values: Sequence[bytes | None]) -> ScoredBatch:
+        """Score enriched posts off the event loop."""
+        if self.scorer is None:  # pragma: no cover - the agent is only registered with one
+            raise RuntimeError("no sentiment scorer configured")
+        loop = asyncio.get_running_loop()
+        cache = self.scorer if isinstance(self.scorer, CachedScorer) else None
+        hits_before = cache.hits if cache else 0
+        batch = await loop.run_in_executor(self.score_executor, score_values, list(values),
+                                           self.scorer, self.settings.topic_scored)
+        self.mood_metrics.scored.inc(len(batch.rows))
+        if cache is not None:
+            self.mood_metrics.cache_hits.inc(cache.hits - hits_before)
+        return batch
+
+    def observe_mood(self, batch: ScoredBatch, fresh: Sequence[bool]) -> list[Output]:
+        """Mood metrics and the shift detector for posts not seen before; returns the signal
+        records to send (``signals`` topic, keyed by scope/name)."""
+        self.mood_metrics.observe(batch.rows, fresh)
+        new_rows = [row for row, is_new in zip(batch.rows, fresh, strict=True) if is_new]
+        if not new_rows:
+            return []
+        self.detector.observe_rows(new_rows)
+        out: list[Output] = []
+        for signal in self.detector.check(max(r.minute for r in new_rows)):
+            labels = (self.event_name, signal.scope, signal.name)
+            self.mood_metrics.shift_active.labels(*labels).set(signal.state == "started")
+            self.mood_metrics.shift_z.labels(*labels).set(signal.zscore)
+            self.mood_metrics.signals.labels(self.event_name, signal.scope, signal.state).inc()
+            out.append((self.settings.topic_signals, f"{signal.scope}:{signal.name}".encode(),
+                        dumps(signal_dict(signal, self.event_name)), None))
+        return out
 
     async def emit(self, outputs: Sequence[Output]) -> None:
         """Send a batch's outputs; return when Kafka has acknowledged all of them."""
@@ -251,6 +308,7 @@ class Pipeline:
 
     async def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.score_executor.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         await self.store.close()

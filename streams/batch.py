@@ -12,10 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
-from models.enrich import Enricher, PostSummary, RawRecord, summarize
+import orjson
+
+from models.enrich import Enricher, PostSummary, RawRecord, minute_bucket, summarize
 from models.event import EventConfig, parse_event
 from models.jsonio import dumps
+from models.mood import MoodRow
+from models.sentiment import SentimentScorer
 
 Output = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
 
@@ -73,3 +79,50 @@ def run_in_child(records: Sequence[RawRecord]) -> PreparedBatch:
     if _CHILD is None:  # pragma: no cover - the initializer always runs first
         raise RuntimeError("batch child not initialised")
     return _CHILD(records)
+
+
+# ---- the sentiment stage: posts.enriched -> posts.scored
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredBatch:
+    outputs: list[Output]
+    rows: list[MoodRow]
+    unreadable: int  # enriched records that were not JSON objects (never expected)
+
+
+def _epoch_minute(created_at: str | None, now: float) -> int:
+    bucket = minute_bucket(created_at, now)
+    return int(datetime.strptime(bucket, "%Y%m%d%H%M").replace(tzinfo=UTC).timestamp()) // 60
+
+
+def score_values(values: Sequence[bytes | None], scorer: SentimentScorer,
+                 topic_scored: str) -> ScoredBatch:
+    """Score enriched posts (JSON); the output is the post plus ``sentiment`` and
+    ``sentiment_score``."""
+    posts: list[dict[str, Any]] = []
+    unreadable = 0
+    for value in values:
+        try:
+            obj = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            unreadable += 1
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("text"), str) and "id" in obj:
+            posts.append(obj)
+        else:
+            unreadable += 1
+    sentiments = scorer.score([p["text"] for p in posts])
+    now = time.time()
+    outputs: list[Output] = []
+    rows: list[MoodRow] = []
+    for post, s in zip(posts, sentiments, strict=True):
+        post["sentiment"] = s.label
+        post["sentiment_score"] = s.score
+        pid = str(post["id"])
+        outputs.append((topic_scored, pid.encode("utf-8"), dumps(post), None))
+        rows.append(MoodRow(
+            id=pid, minute=_epoch_minute(post.get("created_at"), now),
+            lang=str(post.get("lang") or "und"), areas=tuple(post.get("areas") or ()),
+            topics=tuple(post.get("topics") or ()), label=s.label, score=s.score))
+    return ScoredBatch(outputs, rows, unreadable)

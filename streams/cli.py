@@ -236,7 +236,12 @@ def worker(
 
     from streams.app import Pipeline
     from streams.kafka_admin import ensure_topics
-    from streams.runtime import event_from, store_from
+    from streams.runtime import (
+        event_from,
+        sentiment_scorer_from,
+        shift_config_from,
+        store_from,
+    )
 
     settings = _settings(web_port=web_port, web_host=web_host, app_id=app_id)
     if not settings.kafka_configured:
@@ -250,8 +255,13 @@ def worker(
         ensure_topics(settings)
     except Exception as exc:
         raise fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    try:
+        scorer = sentiment_scorer_from(settings)
+    except (OSError, ValueError, ImportError) as exc:
+        raise fail(f"sentiment model: {exc} (CROWDWATCH_SENTIMENT_MODEL="
+                   f"{settings.sentiment_model!r}; 'off' disables scoring)") from None
     pipeline = Pipeline(settings, store=store_from(settings), registry=CollectorRegistry(),
-                        event=event)
+                        event=event, scorer=scorer, shift=shift_config_from(settings))
     err.print(f"worker {settings.app_id}: /metrics and /health on "
               f"http://{settings.web_host}:{settings.web_port}", highlight=False)
     faust.Worker(pipeline.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
                   partitions: int | None = None) -> list[str]:
     """Create the pipeline's topics if missing; return the names that were created."""
-    wanted = list(names or (settings.topic_raw, settings.topic_enriched, settings.topic_deadletter))
+    wanted = list(names or (settings.topic_raw, settings.topic_enriched, settings.topic_deadletter,
+                            settings.topic_scored, settings.topic_signals))
     admin = KafkaAdminClient(client_id="crowdwatch-admin", request_timeout_ms=15_000,
                              **settings.kafka_client_kwargs())
     try:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from models.enrich import PostSummary
+from models.mood import MoodRow
 from models.post import RejectReason
 
 KNOWN_PLATFORMS = frozenset({"twitter", "x", "bluesky", "mastodon", "facebook", "instagram",
@@ -114,3 +115,49 @@ class PipelineMetrics:
                                (self.by_area, areas), (self.by_topic, topics)):
             for label, n in counts.items():
                 metric.labels(ev, label).inc(n)
+
+
+MOOD_BUCKETS = (-0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class MoodMetrics:
+    """Crowd mood: per-class counters and a score histogram, so Grafana computes the mood of
+    any window (``rate(sum)/rate(count)``); shift signals as gauges."""
+
+    def __init__(self, registry: CollectorRegistry, event: str) -> None:
+        self.event = event
+        self.posts = Counter(
+            "crowdwatch_mood_posts", "Scored unique posts by class",
+            ["event", "area", "topic", "lang", "class"], registry=registry)
+        self.score = Histogram(
+            "crowdwatch_mood_score", "Sentiment score (-1 negative .. 1 positive) of unique posts",
+            ["event", "area"], buckets=MOOD_BUCKETS, registry=registry)
+        self.scored = Counter(
+            "crowdwatch_sentiment_scored", "Posts scored (incl. re-deliveries)", registry=registry)
+        self.cache_hits = Counter(
+            "crowdwatch_sentiment_cache_hits", "Posts whose normalised text was scored before",
+            registry=registry)
+        self.batch_seconds = Histogram(
+            "crowdwatch_sentiment_batch_seconds", "Wall time to score one batch",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=registry)
+        self.shift_active = Gauge(
+            "crowdwatch_mood_shift_active", "1 while a negative mood shift is active",
+            ["event", "scope", "name"], registry=registry)
+        self.shift_z = Gauge(
+            "crowdwatch_mood_shift_zscore", "Current window mood vs baseline, in sigmas",
+            ["event", "scope", "name"], registry=registry)
+        self.signals = Counter(
+            "crowdwatch_mood_signals", "Mood shift signals emitted", ["event", "scope", "state"],
+            registry=registry)
+
+    def observe(self, rows: Sequence[MoodRow], fresh: Sequence[bool]) -> None:
+        classes: Tally[tuple[str, str, str, str]] = Tally()
+        for row, is_new in zip(rows, fresh, strict=True):
+            if not is_new:
+                continue
+            for area in row.areas or (NO_AREA,):
+                self.score.labels(self.event, area).observe(row.score)
+                for topic in row.topics or (NO_TOPIC,):
+                    classes[(area, topic, row.lang, row.label)] += 1
+        for (area, topic, lang, label), n in classes.items():
+            self.posts.labels(self.event, area, topic, lang, label).inc(n)

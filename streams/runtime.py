@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 
 from models.event import EventConfig, load_event
+from models.mood import ShiftConfig
+from models.sentiment import CachedScorer, SentimentScorer, TransformerSentimentScorer
 from streams.settings import Settings
 from streams.state import MemoryStore, RedisStore, StateStore
 
@@ -25,3 +27,28 @@ def store_from(settings: Settings) -> StateStore:
                           prefix=settings.redis_prefix)
     log.warning("CROWDWATCH_REDIS_URL not set: keeping state in memory (lost on restart)")
     return MemoryStore()
+
+
+def sentiment_scorer_from(settings: Settings) -> SentimentScorer | None:
+    """The configured scorer (cached), or None when ``CROWDWATCH_SENTIMENT_MODEL=off``."""
+    choice = settings.sentiment_model.strip()
+    if choice.lower() == "off":
+        return None
+    if choice.lower() == "default":
+        from models.sentiment_default import build_default_model_dir
+
+        path = build_default_model_dir()
+    else:
+        path = Path(choice).expanduser()
+    scorer = TransformerSentimentScorer(
+        path, batch_size=settings.sentiment_batch_size, max_length=settings.sentiment_max_length,
+        threads=settings.sentiment_threads, quantize=settings.sentiment_quantize)
+    if settings.sentiment_cache_size:
+        return CachedScorer(scorer, maxsize=settings.sentiment_cache_size)
+    return scorer
+
+
+def shift_config_from(settings: Settings) -> ShiftConfig:
+    return ShiftConfig(window_minutes=settings.mood_window_minutes,
+                       baseline_minutes=settings.mood_baseline_minutes,
+                       sigma=settings.mood_sigma, min_posts=settings.mood_min_posts)

@@ -51,7 +51,24 @@ class Settings(BaseSettings):
     topic_raw: str = "posts.raw"
     topic_enriched: str = "posts.enriched"
     topic_deadletter: str = "posts.deadletter"
+    topic_scored: str = "posts.scored"
+    topic_signals: str = "signals"
     topic_partitions: int = Field(default=4, ge=1)
+
+    # --- crowd mood ---
+    sentiment_model: str = Field(
+        default="default",
+        description="'default' (the offline model built from installed packages), 'off', or "
+        "a local transformers directory (e.g. a downloaded cardiffnlp model)")
+    sentiment_batch_size: int = Field(default=64, ge=1)
+    sentiment_max_length: int = Field(default=128, ge=8)
+    sentiment_threads: int = Field(default=2, ge=1, description="torch CPU threads")
+    sentiment_quantize: bool = Field(default=False, description="int8 dynamic quantisation")
+    sentiment_cache_size: int = Field(default=100_000, ge=0)
+    mood_window_minutes: int = Field(default=5, ge=1)
+    mood_baseline_minutes: int = Field(default=60, ge=2)
+    mood_sigma: float = Field(default=3.0, gt=0)
+    mood_min_posts: int = Field(default=20, ge=1)
 
     # --- worker ---
     app_id: str = Field(default="crowdwatch", description="Faust app id = Kafka consumer group")

@@ -9,6 +9,7 @@ Redis keys (``{e}`` = event name, ``cw`` = ``CROWDWATCH_REDIS_PREFIX``):
 - ``cw:{e}:seen:{post_id}``            dedupe marker, TTL ``dedupe_ttl_s``
 - ``cw:{e}:counts``                    hash of totals; fields ``posts``, ``lang:<code>``,
                                        ``area:<name>``, ``topic:<name>``, ``keyword:<term>``
+- ``cw:{e}:<stage>:seen:{post_id}``    dedupe marker of a later stage (e.g. ``mood``)
 - ``cw:{e}:minute:<YYYYMMDDHHMM>``     same fields per minute of ``created_at`` (TTL 48 h)
 """
 
@@ -51,6 +52,10 @@ class StateStore(Protocol):
     async def recent_counts(self, event: str, minutes: int, now: datetime | None = None
                             ) -> dict[str, Any]:
         """Counts over the last ``minutes`` minute buckets ending at ``now`` (UTC)."""
+        ...
+
+    async def first_seen(self, event: str, stage: str, ids: Sequence[str]) -> list[bool]:
+        """Mark ``ids`` as seen by ``stage``; True for each id not seen by it before."""
         ...
 
     async def ping(self) -> bool: ...
@@ -98,6 +103,19 @@ class MemoryStore:
         for key in _minute_keys(minutes, now):
             total.update(self._minutes.get((event, key), Counter()))
         return parse_counts(dict(total))
+
+    async def first_seen(self, event: str, stage: str, ids: Sequence[str]) -> list[bool]:
+        out = []
+        for pid in ids:
+            key = (f"{event}/{stage}", pid)
+            if key in self._seen:
+                out.append(False)
+                continue
+            self._seen[key] = None
+            if len(self._seen) > self._max_ids:
+                self._seen.popitem(last=False)
+            out.append(True)
+        return out
 
     async def ping(self) -> bool:
         return True
@@ -179,6 +197,15 @@ class RedisStore:
         for raw in await pipe.execute():
             total.update({k: int(v) for k, v in raw.items()})
         return parse_counts(dict(total))
+
+    async def first_seen(self, event: str, stage: str, ids: Sequence[str]) -> list[bool]:
+        if not ids:
+            return []
+        prefix = f"{self._prefix(event)}{stage}:seen:"
+        pipe = self._redis.pipeline(transaction=False)
+        for pid in ids:
+            pipe.set(prefix + pid, "1", nx=True, ex=self._ttl)
+        return [bool(x) for x in await pipe.execute()]
 
     async def ping(self) -> bool:
         try:

@@ -93,3 +93,75 @@ async def test_redelivery_never_double_counts(pipeline: Pipeline) -> None:
                                 {"event": "koningsdag-amsterdam", "area": "Dam"}) == 6
     counts = await pipeline.store.counts("koningsdag-amsterdam")
     assert counts["posts"] == 6
+
+
+@pytest.fixture
+def mood_pipeline(tmp_path: Path) -> Pipeline:
+    from models.mood import ShiftConfig
+    from models.sentiment import CachedScorer, TransformerSentimentScorer
+    from tests.tiny_model import build_tiny_model
+
+    scorer = CachedScorer(TransformerSentimentScorer(build_tiny_model(tmp_path / "tiny")))
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", app_id=f"test-{tmp_path.name}",
+                        data_dir=tmp_path, batch_size=10, batch_within=0.05,
+                        sentiment_batch_size=4, agent_concurrency=1)
+    return Pipeline(settings, store=MemoryStore(), registry=CollectorRegistry(),
+                    event=load_event(PACKAGED_EVENT), scorer=scorer,
+                    shift=ShiftConfig(window_minutes=2, baseline_minutes=20, sigma=2,
+                                      min_posts=5, min_baseline_minutes=5))
+
+
+async def _run_sentiment(pipeline: Pipeline, values: list[bytes]) -> list[tuple[str, bytes]]:
+    import asyncio
+
+    sent: list[tuple[str, bytes]] = []
+
+    async def capture(outputs: Any) -> None:
+        sent.extend((topic, value) for topic, _key, value, _ in outputs)
+
+    pipeline.emit = capture  # type: ignore[method-assign]
+    agent = pipeline.app.agents["crowdwatch.sentiment"]
+    async with agent.test_context() as ctx:
+        for value in values:
+            await ctx.put(value)
+        for _ in range(300):
+            if sum(t == pipeline.settings.topic_scored for t, _ in sent) >= len(values):
+                break
+            await asyncio.sleep(0.02)
+    return sent
+
+
+def _enriched(i: int, text: str, minute: int, area: str = "Dam") -> bytes:
+    return json.dumps({"id": f"s{i}", "text": text, "lang": "nl", "areas": [area],
+                       "topics": ["crowd"], "created_at": f"2027-04-27T12:{minute:02d}:00Z"}
+                      ).encode()
+
+
+@pytest.mark.asyncio
+async def test_sentiment_agent_scores_counts_once_and_signals_a_shift(
+        mood_pipeline: Pipeline) -> None:
+    calm = [_enriched(i, "geweldig feest op de dam", i // 6) for i in range(150)]  # 25 minutes
+    crush = [_enriched(1000 + i, "vreselijk bang op de dam", 25 + i // 6) for i in range(18)]
+    values = calm + crush
+    sent = await _run_sentiment(mood_pipeline, values + calm[:10])  # 10 re-delivered
+    scored = [json.loads(v) for t, v in sent if t == mood_pipeline.settings.topic_scored]
+    signals = [json.loads(v) for t, v in sent if t == mood_pipeline.settings.topic_signals]
+    assert len(scored) == len(values) + 10
+    assert {p["sentiment"] for p in scored[:150]} == {"positive"}
+    assert scored[-11]["sentiment"] == "negative" and scored[-11]["sentiment_score"] < 0
+    reg = mood_pipeline.registry
+    labels = {"event": "koningsdag-amsterdam", "area": "Dam", "topic": "crowd", "lang": "nl"}
+    assert reg.get_sample_value("crowdwatch_mood_posts_total", {**labels, "class": "positive"}) \
+        == 150
+    assert reg.get_sample_value("crowdwatch_mood_posts_total", {**labels, "class": "negative"}) \
+        == 18
+    assert reg.get_sample_value("crowdwatch_mood_score_count",
+                                {"event": "koningsdag-amsterdam", "area": "Dam"}) == 168
+    # identical texts are scored once: everything after the first of each text is a cache hit
+    assert reg.get_sample_value("crowdwatch_sentiment_cache_hits_total") == len(values) + 10 - 2
+    started = [s for s in signals if s["state"] == "started"]
+    assert {(s["scope"], s["name"]) for s in started} == {("area", "Dam"), ("topic", "crowd")}
+    assert all(s["zscore"] <= -2 for s in started)
+    assert reg.get_sample_value("crowdwatch_mood_shift_active",
+                                {"event": "koningsdag-amsterdam", "scope": "area",
+                                 "name": "Dam"}) == 1
