@@ -217,7 +217,7 @@ def main() -> int:
                    CROWDWATCH_TOPIC_ENRICHED=f"{app_tag}.enriched",
                    CROWDWATCH_TOPIC_DEADLETTER=f"{app_tag}.deadletter",
                    CROWDWATCH_EVENT_FILE=str(event), CROWDWATCH_BROKER_SESSION_TIMEOUT="10",
-                   CROWDWATCH_DATA_DIR=str(logdir / "data"))
+                   CROWDWATCH_DATA_DIR=str(logdir / "data"), CROWDWATCH_SENTIMENT_MODEL="off")
         ensure_topics(settings, [f"{app_tag}.enriched", f"{app_tag}.deadletter"])
         procs = start_workers(k, app_tag, env, logdir)
         try:
@@ -239,7 +239,7 @@ def main() -> int:
                CROWDWATCH_TOPIC_ENRICHED=f"{ltag}.enriched",
                CROWDWATCH_TOPIC_DEADLETTER=f"{ltag}.deadletter", CROWDWATCH_EVENT_FILE=str(event),
                CROWDWATCH_BROKER_SESSION_TIMEOUT="10", CROWDWATCH_DATA_DIR=str(logdir / "data"),
-               CROWDWATCH_BATCH_WITHIN="0.05")
+               CROWDWATCH_BATCH_WITHIN="0.05", CROWDWATCH_SENTIMENT_MODEL="off")
     procs = start_workers(1, ltag, env, logdir)
     try:
         wait_ready(1)

@@ -102,17 +102,20 @@ def score(
     rejects_path: Annotated[Path | None, typer.Option("--rejects", help="Rejected lines")] = None,
     summary_path: Annotated[Path | None, typer.Option("--summary", help="JSON summary")] = None,
     event_path: Annotated[Path | None, typer.Option("--event", help="Event YAML")] = None,
+    sentiment_model: Annotated[str | None, typer.Option(
+        help="'default', 'off' or a local model directory (CROWDWATCH_SENTIMENT_MODEL)")] = None,
 ) -> None:
     """Batch mode: enrich a JSON Lines file with the same models as the worker, no Kafka."""
     from models.enrich import Enricher
     from streams.runtime import event_from
     from streams.score import open_output, score_stream, summary
 
-    settings = _settings()
+    settings = _settings(sentiment_model=sentiment_model)
     try:
         event = event_from(settings, event_path)
     except EventConfigError as exc:
         raise fail(str(exc).replace("\n", "; ")) from None
+    scorer = _scorer(settings)
     for target in (out_path, rejects_path, summary_path):
         if target is not None and target.resolve() == input_path.resolve():
             raise fail(f"{target}: would overwrite the input")
@@ -128,7 +131,8 @@ def score(
                 with _progress() as progress:
                     task = progress.add_task(f"scoring {input_path.name}", total=None)
                     result = score_stream(source, str(input_path), enricher, out_f, rej_f,
-                                          progress=lambda n: progress.advance(task, n))
+                                          progress=lambda n: progress.advance(task, n),
+                                          scorer=scorer)
                     progress.update(task, total=progress.tasks[0].completed)
             finally:
                 if rej_f is not None:
@@ -147,6 +151,96 @@ def score(
         + f", {result.tally.duplicates} duplicate ids",
         highlight=False,
     )
+
+
+def _scorer(settings: Settings) -> Any:
+    from streams.runtime import sentiment_scorer_from
+
+    try:
+        return sentiment_scorer_from(settings)
+    except (OSError, ValueError, ImportError) as exc:
+        raise fail(f"sentiment model: {exc} (CROWDWATCH_SENTIMENT_MODEL="
+                   f"{settings.sentiment_model!r}; 'off' disables scoring)") from None
+
+
+# ---------------------------------------------------------------- eval
+
+eval_app = typer.Typer(help="Evaluate models on labelled posts.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+def _read_jsonl(path: Path, what: str) -> list[dict[str, Any]]:
+    from streams.jsonl import iter_lines, open_input
+
+    rows = []
+    with open_input(path) as handle:
+        for n, line in enumerate(iter_lines(handle), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise InputError(f"{path}:{n}: not JSON ({what})") from None
+            if not isinstance(obj, dict) or "id" not in obj:
+                raise InputError(f"{path}:{n}: expected an object with an id ({what})")
+            rows.append(obj)
+    return rows
+
+
+def _print_report(report: Any, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("class")
+    for col in ("precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right")
+    for lab in report.labels:
+        table.add_row(lab, f"{report.precision[lab]:.3f}", f"{report.recall[lab]:.3f}",
+                      f"{report.f1[lab]:.3f}", str(report.support[lab]))
+    out.print(table)
+    matrix = Table(title="confusion (rows: gold, columns: predicted)")
+    matrix.add_column("gold \\ predicted")
+    for lab in report.labels:
+        matrix.add_column(lab, justify="right")
+    for gold in report.labels:
+        matrix.add_row(gold, *[str(report.confusion[gold][p]) for p in report.labels])
+    out.print(matrix)
+    out.print(f"n = {report.n}   accuracy {report.accuracy:.4f}   "
+              f"[bold]macro-recall {report.macro_recall:.4f}   macro-F1 {report.macro_f1:.4f}[/]")
+
+
+@eval_app.command("sentiment")
+def eval_sentiment(
+    posts_path: Annotated[Path, typer.Argument(metavar="POSTS.jsonl")],
+    labels_path: Annotated[Path, typer.Argument(metavar="LABELS.jsonl")],
+    sentiment_model: Annotated[str | None, typer.Option(
+        help="'default' or a local model directory (CROWDWATCH_SENTIMENT_MODEL)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report")] = None,
+) -> None:
+    """Score labelled posts and print macro-recall, macro-F1 and the confusion matrix."""
+    from models.evaluation import classification_report
+    from models.sentiment import LABELS
+
+    settings = _settings(sentiment_model=sentiment_model)
+    try:
+        posts = {str(p["id"]): p for p in _read_jsonl(posts_path, "posts")}
+        labels = {str(r["id"]): r.get("sentiment") for r in _read_jsonl(labels_path, "labels")}
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    ids = [i for i in labels if i in posts and labels[i] in LABELS]
+    if not ids:
+        raise fail("no post has a negative/neutral/positive label (field 'sentiment')")
+    scorer = _scorer(settings)
+    if scorer is None:
+        raise fail("sentiment scoring is off (CROWDWATCH_SENTIMENT_MODEL=off)")
+    started = time.monotonic()
+    predicted = [s.label for s in scorer.score([str(posts[i].get("text", "")) for i in ids])]
+    seconds = time.monotonic() - started
+    report = classification_report([str(labels[i]) for i in ids], predicted, LABELS)
+    _print_report(report, f"sentiment: {posts_path.name} ({len(ids)} labelled posts)")
+    skipped = len(labels) - len(ids)
+    err.print(f"{len(ids) / seconds:,.0f} posts/s; {skipped} labels without a post or with "
+              "another label were skipped", highlight=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- replay

@@ -7,13 +7,15 @@ per rejected input line; ``out + rejects == lines in``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from models.enrich import BatchResult, Enricher, RawRecord, Tally
 from models.jsonio import dumps
+from models.sentiment import SentimentScorer
 from streams.jsonl import InputError, iter_lines
 
 BATCH = 1000
@@ -25,6 +27,7 @@ class ScoreResult:
     lines_out: int
     rejects: int
     tally: Tally
+    by_sentiment: dict[str, int] = field(default_factory=dict)
 
 
 def _write_jsonl(handle: BinaryIO | None, obj: dict[str, Any]) -> None:
@@ -39,8 +42,10 @@ def score_stream(
     out: BinaryIO,
     rejects: BinaryIO | None,
     progress: Callable[[int], None] | None = None,
+    scorer: SentimentScorer | None = None,
 ) -> ScoreResult:
     tally = Tally()
+    by_sentiment: Counter[str] = Counter()
     seen: set[str] = set()
     lines_in = lines_out = n_rejects = 0
     batch: list[RawRecord] = []
@@ -50,10 +55,18 @@ def score_stream(
         result: BatchResult = enricher.process(batch)
         # keep input order in the outputs: enrich() preserves the order of valid posts
         fresh = []
-        for post in result.enriched:
-            fresh.append(post.id not in seen)
+        sentiments = scorer.score([p.text for p in result.enriched]) if scorer else None
+        for i, post in enumerate(result.enriched):
+            is_new = post.id not in seen
+            fresh.append(is_new)
             seen.add(post.id)
-            _write_jsonl(out, post.to_dict())
+            record = post.to_dict()
+            if sentiments is not None:
+                record["sentiment"] = sentiments[i].label
+                record["sentiment_score"] = sentiments[i].score
+                if is_new:
+                    by_sentiment[sentiments[i].label] += 1
+            _write_jsonl(out, record)
         for dead in result.dead:
             _write_jsonl(rejects, {"line": dead.source["line"], "reason": dead.reason,
                                    "detail": dead.detail, "original": dead.to_dict()["original"],
@@ -74,7 +87,7 @@ def score_stream(
         flush()
     if lines_out + n_rejects != lines_in:  # pragma: no cover - invariant
         raise AssertionError(f"lines out {lines_out} + rejects {n_rejects} != in {lines_in}")
-    return ScoreResult(lines_in, lines_out, n_rejects, tally)
+    return ScoreResult(lines_in, lines_out, n_rejects, tally, dict(by_sentiment.most_common()))
 
 
 def summary(result: ScoreResult, input_path: Path, event: str | None) -> dict[str, Any]:
@@ -86,6 +99,7 @@ def summary(result: ScoreResult, input_path: Path, event: str | None) -> dict[st
         "rejects": result.rejects,
         "unique_posts": result.lines_out - result.tally.duplicates,
         **{k: v for k, v in result.tally.to_dict().items() if k.startswith("by_")},
+        "by_sentiment": result.by_sentiment,
     }
 
 

@@ -15,7 +15,7 @@ from streams.cli import app
 from streams.runtime import PACKAGED_EVENT
 
 REPO = Path(__file__).resolve().parents[1]
-runner = CliRunner()
+runner = CliRunner(env={"CROWDWATCH_SENTIMENT_MODEL": "off"})
 
 
 def _lines(path: Path) -> list[str]:
@@ -156,3 +156,43 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
                if t.replace(",", "").isdigit()]
     consumed, accepted, dead = numbers[1], numbers[2], numbers[3]
     assert consumed == accepted + dead and consumed > 500 and dead >= 1
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def test_score_adds_sentiment(tmp_path: Path, tiny_model: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"id": str(i), "text": t}) for i, t in enumerate(
+        ["geweldig feest op de dam", "vreselijk", "geweldig feest op de dam"])) + "\n")
+    out, summ = tmp_path / "o.jsonl", tmp_path / "s.json"
+    res = runner.invoke(app, ["score", str(src), "--out", str(out), "--summary", str(summ),
+                              "--sentiment-model", str(tiny_model)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in _lines(out)]
+    assert [r["sentiment"] for r in rows] == ["positive", "negative", "positive"]
+    assert all(-1 <= r["sentiment_score"] <= 1 for r in rows)
+    assert json.loads(summ.read_text())["by_sentiment"] == {"positive": 2, "negative": 1}
+
+
+def test_eval_sentiment_prints_the_report(tmp_path: Path, tiny_model: Path) -> None:
+    texts = {"1": ("geweldig", "positive"), "2": ("vreselijk", "negative"),
+             "3": ("de tram", "neutral"), "4": ("love", "positive"), "5": ("hate", "neutral")}
+    posts = tmp_path / "p.jsonl"
+    labels = tmp_path / "l.jsonl"
+    posts.write_text("\n".join(json.dumps({"id": i, "text": t}) for i, (t, _) in texts.items()))
+    labels.write_text("\n".join(json.dumps({"id": i, "sentiment": lab})
+                                for i, (_, lab) in texts.items()))
+    report = tmp_path / "r.json"
+    res = runner.invoke(app, ["eval", "sentiment", str(posts), str(labels), "--sentiment-model",
+                              str(tiny_model), "--json", str(report)])
+    assert res.exit_code == 0, res.output
+    assert "macro-recall" in res.output and "confusion" in res.output
+    data = json.loads(report.read_text())
+    assert data["n"] == 5 and data["confusion"]["negative"]["negative"] == 1
+    bad = runner.invoke(app, ["eval", "sentiment", str(posts), str(tmp_path / "none.jsonl")])
+    assert bad.exit_code == 2 and "no such file" in bad.output

@@ -110,9 +110,10 @@ def worker_factory(stack_settings: Settings, tmp_path: Path) -> Iterator[Any]:
         tag = f"it-{uuid.uuid4().hex[:10]}"
         values: dict[str, Any] = {
             "app_id": tag, "topic_raw": f"{tag}.raw", "topic_enriched": f"{tag}.enriched",
-            "topic_deadletter": f"{tag}.deadletter", "web_port": free_port(),
+            "topic_deadletter": f"{tag}.deadletter", "topic_scored": f"{tag}.scored",
+            "topic_signals": f"{tag}.signals", "web_port": free_port(),
             "broker_session_timeout": 6.0, "data_dir": tmp_path / "data", "batch_within": 0.05,
-            "redis_prefix": tag,
+            "redis_prefix": tag, "sentiment_model": "off",
         }
         values.update(overrides)
         settings = stack_settings.model_copy(update=values)

@@ -144,3 +144,27 @@ def test_redelivered_posts_are_counted_once(worker_factory: object, tmp_path: Pa
     assert counts["posts"] == 20
     assert counts["area"] == {"Centraal Station": 20}
     assert worker.metric("crowdwatch_posts_by_area_total", {"area": "Centraal Station"}) == 20
+
+
+def test_posts_are_scored_for_mood_on_real_kafka(worker_factory: object, tmp_path: Path) -> None:
+    from tests.tiny_model import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny")
+    worker: Worker = worker_factory(event=PACKAGED_EVENT,  # type: ignore[operator]
+                                    sentiment_model=str(model))
+    worker.start()
+    worker.wait_ready()
+    texts = ["geweldig feest op de dam", "vreselijk bang op de dam", "de tram rijdt niet"]
+    posts = [json.dumps({"id": f"m{i}", "text": texts[i % 3],
+                         "created_at": f"2027-04-27T12:00:{i:02d}Z"}).encode() for i in range(30)]
+    path = tmp_path / "mood.posts.jsonl"
+    path.write_bytes(b"\n".join(posts) + b"\n")
+    assert run_cli("replay", str(path), env=worker.env).returncode == 0
+    s = worker.settings
+    scored = [json.loads(r.value) for r in consume_all(s, [s.topic_scored], 30)]
+    assert sorted(p["id"] for p in scored) == sorted(f"m{i}" for i in range(30))
+    by_text = {p["text"]: p["sentiment"] for p in scored}
+    assert by_text[texts[0]] == "positive" and by_text[texts[1]] == "negative"
+    _wait_metric(worker, "crowdwatch_mood_score_count", 30)
+    assert worker.metric("crowdwatch_mood_posts_total", {"area": "Dam", "class": "positive"}) == 10
+    assert worker.metric("crowdwatch_mood_score_count", {"area": "Dam"}) == 20
