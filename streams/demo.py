@@ -29,7 +29,12 @@ from models.event import load_event
 from streams.embedded import EmbeddedBroker
 from streams.kafka_admin import ensure_topics
 from streams.replay import replay
-from streams.runtime import PACKAGED_EVENT, store_from
+from streams.runtime import (
+    PACKAGED_EVENT,
+    sentiment_scorer_from,
+    shift_config_from,
+    store_from,
+)
 from streams.settings import Settings
 from streams.state import MemoryStore
 
@@ -131,7 +136,28 @@ class DemoView:
             top("crowdwatch_posts_by_topic_total", "topic", "topics"),
             top("crowdwatch_posts_rejected_total", "reason", "dead letters"),
         )
-        return Panel(Group(head, grid), title=self.title, subtitle="Ctrl-C to stop")
+        parts: list[Any] = [head, grid]
+        sums = _labelled(r, "crowdwatch_mood_score_sum", "area")
+        counts = _labelled(r, "crowdwatch_mood_score_count", "area")
+        if counts:
+            mood = Table(title="crowd mood per area (-1 negative .. +1 positive)", expand=True,
+                         show_edge=False)
+            mood.add_column("area")
+            mood.add_column("mood", justify="right")
+            mood.add_column("posts", justify="right")
+            mood.add_column("")
+            for area, n in sorted(counts.items(), key=lambda kv: -kv[1])[:8]:
+                m = sums.get(area, 0.0) / n
+                colour = "red" if m < -0.1 else "green" if m > 0.1 else "yellow"
+                bar = "█" * int(abs(m) * 20)
+                mood.add_row(area, f"[{colour}]{m:+.2f}[/]", f"{n:,.0f}", f"[{colour}]{bar}[/]")
+            parts.append(mood)
+        shifts = [f"{s.labels['scope']} {s.labels['name']}" for metric in r.collect()
+                  for s in metric.samples
+                  if s.name == "crowdwatch_mood_shift_active" and s.value == 1]
+        if shifts:
+            parts.append(f"[bold red]negative mood shift: {', '.join(shifts)}[/]")
+        return Panel(Group(*parts), title=self.title, subtitle="Ctrl-C to stop")
 
 
 async def _run(settings: Settings, *, duration: float | None, speed: float, plain: bool,
@@ -142,7 +168,13 @@ async def _run(settings: Settings, *, duration: float | None, speed: float, plai
     registry = CollectorRegistry()
     ensure_topics(settings)
     store = store_from(settings) if settings.redis_configured else MemoryStore()
-    pipeline = Pipeline(settings, store=store, registry=registry, event=event)
+    try:
+        scorer = sentiment_scorer_from(settings)
+    except (OSError, ValueError, ImportError) as exc:
+        console.print(f"[yellow]crowd mood off: sentiment model unavailable ({exc})[/]")
+        scorer = None
+    pipeline = Pipeline(settings, store=store, registry=registry, event=event, scorer=scorer,
+                        shift=shift_config_from(settings))
     workdir = Path(tempfile.mkdtemp(prefix="crowdwatch-demo-"))
     total = demo_input(workdir / "demo.posts.jsonl")
     view = DemoView(f"crowdwatch demo — {event.title or event.name} — synthetic sample",
