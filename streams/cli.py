@@ -392,42 +392,26 @@ def demo(
 _PASS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
-def _stack(cmd: str, ctx: typer.Context) -> None:
-    from streams import stack
+def _stack_command(cmd: str, doc: str) -> None:
+    def run(ctx: typer.Context) -> None:
+        from streams import stack
 
-    raise typer.Exit(stack.main([cmd, *ctx.args]))
+        raise typer.Exit(stack.main([cmd, *ctx.args]))
 
-
-@stack_app.command("up", context_settings=_PASS)
-def stack_up(ctx: typer.Context) -> None:
-    """Fetch Kafka 4.x jars (once), start Kafka (KRaft), Redis, Prometheus and Alertmanager on
-    127.0.0.1 and write their addresses to ~/.crowdwatch/stack.env. Idempotent.
-    Options: see `crowdwatch stack up --help`."""
-    _stack("up", ctx)
+    run.__doc__ = doc
+    stack_app.command(cmd, context_settings=_PASS)(run)
 
 
-@stack_app.command("down", context_settings=_PASS)
-def stack_down(ctx: typer.Context) -> None:
-    """Stop the local services (--purge also deletes their data)."""
-    _stack("down", ctx)
-
-
-@stack_app.command("status", context_settings=_PASS)
-def stack_status(ctx: typer.Context) -> None:
-    """Show the local services (--env prints the settings lines, --json for scripts)."""
-    _stack("status", ctx)
-
-
-@stack_app.command("restart", context_settings=_PASS)
-def stack_restart(ctx: typer.Context) -> None:
-    """Restart one service (kafka, redis, prometheus, alertmanager) with its data."""
-    _stack("restart", ctx)
-
-
-@stack_app.command("kill", context_settings=_PASS)
-def stack_kill(ctx: typer.Context) -> None:
-    """Send a signal to one service (fault injection), e.g. `kill kafka --signal KILL`."""
-    _stack("kill", ctx)
+for _cmd, _doc in (
+    ("up", "Fetch Kafka 4.x jars (once), start Kafka (KRaft), Redis, Prometheus and Alertmanager "
+           "on 127.0.0.1 and write their addresses to ~/.crowdwatch/stack.env. Idempotent. "
+           "Options: `crowdwatch stack up --help`."),
+    ("down", "Stop the local services (--purge also deletes their data)."),
+    ("status", "Show the local services (--env prints the settings lines, --json for scripts)."),
+    ("restart", "Restart one service (kafka, redis, prometheus, alertmanager) with its data."),
+    ("kill", "Send a signal to one service (fault injection), e.g. `kill kafka --signal KILL`."),
+):
+    _stack_command(_cmd, _doc)
 
 
 # ---------------------------------------------------------------- generate

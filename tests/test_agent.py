@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -29,23 +30,23 @@ def _post(i: int, text: str, **extra: Any) -> bytes:
     return json.dumps({"id": f"p{i}", "text": text, "platform": "twitter", **extra}).encode()
 
 
-async def _run(pipeline: Pipeline, values: list[bytes]) -> list[tuple[str, bytes | None, bytes]]:
+async def _run(pipeline: Pipeline, values: list[bytes], agent: str = "crowdwatch.enrich",
+               until_topic: str | None = None) -> list[tuple[str, bytes | None, bytes]]:
+    """Feed ``values`` to an agent's test context; return what it sent (topic, key, value)
+    once ``len(values)`` records went out (to ``until_topic`` when given)."""
     sent: list[tuple[str, bytes | None, bytes]] = []
 
     async def capture(outputs: Any) -> None:  # the producer needs a broker; keep the outputs
         sent.extend((topic, key, value) for topic, key, value, _ in outputs)
 
     pipeline.emit = capture  # type: ignore[method-assign]
-    agent = pipeline.app.agents["crowdwatch.enrich"]
-    async with agent.test_context() as agent_ctx:
+    async with pipeline.app.agents[agent].test_context() as agent_ctx:
         for value in values:
             await agent_ctx.put(value)
-        # take_events flushes on batch_size or batch_within; wait until everything came out
-        for _ in range(200):
-            if len(sent) >= len(values):
+        # take_events flushes on batch size or batch_within; wait until everything came out
+        for _ in range(300):
+            if sum(until_topic in (None, t) for t, _, _ in sent) >= len(values):
                 break
-            import asyncio
-
             await asyncio.sleep(0.02)
     return sent
 
@@ -111,26 +112,6 @@ def mood_pipeline(tmp_path: Path) -> Pipeline:
                                       min_posts=5, min_baseline_minutes=5))
 
 
-async def _run_sentiment(pipeline: Pipeline, values: list[bytes]) -> list[tuple[str, bytes]]:
-    import asyncio
-
-    sent: list[tuple[str, bytes]] = []
-
-    async def capture(outputs: Any) -> None:
-        sent.extend((topic, value) for topic, _key, value, _ in outputs)
-
-    pipeline.emit = capture  # type: ignore[method-assign]
-    agent = pipeline.app.agents["crowdwatch.sentiment"]
-    async with agent.test_context() as ctx:
-        for value in values:
-            await ctx.put(value)
-        for _ in range(300):
-            if sum(t == pipeline.settings.topic_scored for t, _ in sent) >= len(values):
-                break
-            await asyncio.sleep(0.02)
-    return sent
-
-
 def _enriched(i: int, text: str, minute: int, area: str = "Dam") -> bytes:
     return json.dumps({"id": f"s{i}", "text": text, "lang": "nl", "areas": [area],
                        "topics": ["crowd"], "created_at": f"2027-04-27T12:{minute:02d}:00Z"}
@@ -143,9 +124,11 @@ async def test_sentiment_agent_scores_counts_once_and_signals_a_shift(
     calm = [_enriched(i, "geweldig feest op de dam", i // 6) for i in range(150)]  # 25 minutes
     crush = [_enriched(1000 + i, "vreselijk bang op de dam", 25 + i // 6) for i in range(18)]
     values = calm + crush
-    sent = await _run_sentiment(mood_pipeline, values + calm[:10])  # 10 re-delivered
-    scored = [json.loads(v) for t, v in sent if t == mood_pipeline.settings.topic_scored]
-    signals = [json.loads(v) for t, v in sent if t == mood_pipeline.settings.topic_signals]
+    topics = mood_pipeline.settings
+    sent = await _run(mood_pipeline, values + calm[:10],  # the last 10 are re-delivered
+                      agent="crowdwatch.sentiment", until_topic=topics.topic_scored)
+    scored = [json.loads(v) for t, _, v in sent if t == topics.topic_scored]
+    signals = [json.loads(v) for t, _, v in sent if t == topics.topic_signals]
     assert len(scored) == len(values) + 10
     assert {p["sentiment"] for p in scored[:150]} == {"positive"}
     assert scored[-11]["sentiment"] == "negative" and scored[-11]["sentiment_score"] < 0
