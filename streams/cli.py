@@ -455,6 +455,245 @@ def generate(
               highlight=False)
 
 
+# ---------------------------------------------------------------- ingest (live connectors)
+
+
+ingest_app = typer.Typer(help="Live connectors: Bluesky Jetstream, Mastodon streaming -> "
+                         "posts.raw (or a JSON Lines file).", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+_OutOpt = Annotated[Path | None, typer.Option(
+    "--out", help="Write canonical posts to this JSON Lines file instead of Kafka "
+    "(rejects to FILE.rejects.jsonl); replay it later with `crowdwatch replay`")]
+_DurationOpt = Annotated[float | None, typer.Option(help="Stop cleanly after S seconds")]
+_MetricsOpt = Annotated[int | None, typer.Option(
+    "--metrics-port", help="Serve Prometheus /metrics on 127.0.0.1:PORT (e.g. 6070); off "
+    "when not given")]
+_KeywordOpt = Annotated[list[str] | None, typer.Option(
+    "--keyword", "-k", help="Keyword or #hashtag to keep (repeatable; case/accent-insensitive)")]
+_LangOpt = Annotated[list[str] | None, typer.Option(
+    "--lang", help="Language to keep (repeatable, ISO 639-1); posts without one are kept")]
+_AccountOpt = Annotated[list[str] | None, typer.Option(
+    "--account", help="Account whose posts (and interactions with them) are always kept "
+    "(repeatable; Bluesky did or handle, Mastodon user@host)")]
+_EventOpt = Annotated[Path | None, typer.Option(
+    "--event", help="Event YAML: keep its topic terms, languages and official accounts")]
+_DeletesOpt = Annotated[bool, typer.Option(
+    "--deletes", help="Produce a tombstone record (kind=delete) when a post this connector "
+    "produced is deleted; without it deletes are counted as filtered")]
+_CursorFileOpt = Annotated[Path | None, typer.Option(
+    "--cursor-file", help="Cursor file (default ~/.crowdwatch/ingest/NAME.cursor.json)")]
+_NameOpt = Annotated[str | None, typer.Option(
+    "--name", help="Connector name: names the cursor file (default: the source)")]
+_NoCursorOpt = Annotated[bool, typer.Option(
+    "--no-cursor", help="Neither resume from nor write a cursor file")]
+_TopicOpt = Annotated[str | None, typer.Option(help="Target topic (default posts.raw)")]
+_BootstrapOpt = Annotated[str | None, typer.Option(help="Kafka bootstrap servers")]
+_LogOpt = Annotated[str, typer.Option(help="debug, info, warning, error")]
+
+
+def _ingest_run(source: str, build: Any, *, out_path: Path | None, topic: str | None,
+                bootstrap: str | None, event_path: Path | None, keyword: list[str] | None,
+                lang: list[str] | None, account: list[str] | None, emit_deletes: bool,
+                cursor_file: Path | None, name: str | None, no_cursor: bool,
+                duration: float | None, metrics_port: int | None, loglevel: str,
+                endpoint: str, protocol: str = "") -> None:
+    """What both ingest commands share: settings, sink, filter, pipeline, run, summary."""
+    from prometheus_client import CollectorRegistry
+
+    from models.event import load_event
+    from streams.ingest.common import (
+        CursorStore,
+        IngestError,
+        IngestMetrics,
+        IngestSettings,
+        build_filter,
+        make_pipeline,
+        make_sink,
+        run_connector,
+    )
+
+    logging.getLogger().setLevel(loglevel.upper())
+    settings = _settings(kafka_bootstrap=bootstrap)
+    try:
+        ingest = IngestSettings()
+    except Exception as exc:  # pydantic ValidationError: bad CROWDWATCH_INGEST_* value
+        raise fail(f"invalid settings: {exc}") from None
+    if duration is not None and duration <= 0:
+        raise fail("--duration must be > 0")
+    if out_path is None and not settings.kafka_configured:
+        raise fail("no Kafka configured: set CROWDWATCH_KAFKA_BOOTSTRAP, pass --bootstrap, "
+                   "run `crowdwatch stack up`, or write to a file with --out FILE")
+    try:
+        event = load_event(event_path) if event_path else None
+    except EventConfigError as exc:
+        raise fail(str(exc).replace("\n", "; ")) from None
+    target = topic or settings.topic_raw
+    if out_path is None:
+        from streams.kafka_admin import ensure_topics
+
+        try:
+            ensure_topics(settings, [target, settings.topic_deadletter])
+        except Exception as exc:
+            raise fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry, source)
+    sink = make_sink(out_path, settings, ingest, topic=target, source=source, metrics=metrics)
+    content_filter = build_filter(keyword or [], lang or [], account or [], event, source)
+    cursor_path = None if no_cursor else (
+        cursor_file or CursorStore.default_path(ingest, name or source))
+    pipeline = make_pipeline(source, endpoint, sink, metrics, content_filter, ingest,
+                             cursor_path=cursor_path, protocol=protocol,
+                             emit_deletes=emit_deletes)
+    try:
+        connector = build(pipeline, ingest)
+    except IngestError as exc:
+        raise fail(str(exc)) from None
+    where = str(out_path) if out_path else f"Kafka topic {target} at {settings.kafka_bootstrap}"
+    err.print(f"ingesting {source} from {endpoint} into {where}"
+              + (f"; /metrics on http://{ingest.metrics_host}:{metrics_port}"
+                 if metrics_port else "")
+              + (f"; cursor {cursor_path}" if cursor_path else "")
+              + "; Ctrl-C stops", highlight=False, soft_wrap=True)
+    try:
+        result = run_connector(
+            connector, duration=duration,
+            metrics=(registry, ingest.metrics_host, metrics_port) if metrics_port else None)
+    except OSError as exc:
+        raise fail(str(exc)) from None
+    counts = result.counts
+    filtered = ", ".join(f"{k} {v}" for k, v in counts.filtered.most_common())
+    err.print(
+        f"{source}: {counts.total_received} received, {counts.produced} produced, "
+        f"{sum(counts.filtered.values())} filtered" + (f" ({filtered})" if filtered else "")
+        + f", {counts.malformed} malformed, {counts.reconnects} reconnects "
+        f"in {result.seconds:.1f} s", highlight=False, soft_wrap=True)
+    if result.error:
+        raise fail(result.error, 1)
+
+
+@ingest_app.command("bluesky")
+def ingest_bluesky(
+    endpoint: Annotated[str | None, typer.Option(
+        help="Jetstream base URL (default wss://jetstream2.us-east.bsky.network)")] = None,
+    protocol: Annotated[str, typer.Option(
+        help="v1: /subscribe (time_us cursor); v2: subscribeEvents (xrpc.v1.json, seq cursor)"
+    )] = "v1",
+    collection: Annotated[list[str] | None, typer.Option(
+        help="Collections to subscribe to (default app.bsky.feed.post, .repost, .like)")] = None,
+    keyword: _KeywordOpt = None,
+    lang: _LangOpt = None,
+    account: _AccountOpt = None,
+    only_accounts: Annotated[bool, typer.Option(
+        "--only-accounts", help="Ask Jetstream for the watched accounts' repos only")] = False,
+    event_path: _EventOpt = None,
+    deletes: _DeletesOpt = False,
+    out_path: _OutOpt = None,
+    duration: _DurationOpt = None,
+    metrics_port: _MetricsOpt = None,
+    cursor_file: _CursorFileOpt = None,
+    name: _NameOpt = None,
+    no_cursor: _NoCursorOpt = False,
+    cursor: Annotated[int | None, typer.Option(
+        help="Start at this unix time in MICROseconds (overrides the cursor file)")] = None,
+    compress: Annotated[bool, typer.Option(
+        help="Ask for zstd-compressed frames (needs --zstd-dictionary)")] = False,
+    zstd_dictionary: Annotated[Path | None, typer.Option(
+        help="Jetstream's zstd dictionary file")] = None,
+    appview: Annotated[str | None, typer.Option(
+        help="Where handles of watched accounts are resolved to dids "
+        "(default https://public.api.bsky.app)")] = None,
+    no_resolve: Annotated[bool, typer.Option(
+        "--no-resolve", help="Do not resolve handles (they match once an identity event for "
+        "them was seen)")] = False,
+    topic: _TopicOpt = None,
+    bootstrap: _BootstrapOpt = None,
+    loglevel: _LogOpt = "warning",
+) -> None:
+    """Bluesky Jetstream over a websocket into posts.raw: posts, replies, quotes, reposts and
+    likes as canonical records; resumes from its cursor file after a restart."""
+    from models.firehose import BLUESKY_COLLECTIONS
+    from streams.ingest.bluesky import JetstreamConnector, JetstreamOptions
+    from streams.ingest.common import IngestSettings
+
+    if protocol not in ("v1", "v2"):
+        raise fail(f"--protocol {protocol!r}: choose v1 or v2")
+    if cursor is not None and cursor < 10**15:
+        raise fail("--cursor is unix time in microseconds (16 digits), e.g. 1735689600000000")
+    if compress and zstd_dictionary is None:
+        raise fail("--compress needs --zstd-dictionary PATH: Jetstream compresses with a custom "
+                   "zstd dictionary, and without it the frames cannot be read")
+    dictionary = None
+    if zstd_dictionary is not None:
+        try:
+            dictionary = zstd_dictionary.read_bytes()
+        except OSError as exc:
+            raise fail(f"{zstd_dictionary}: {exc.strerror or exc}") from None
+    try:
+        defaults = IngestSettings()
+    except Exception as exc:
+        raise fail(f"invalid settings: {exc}") from None
+    options = JetstreamOptions(
+        endpoint=endpoint or defaults.bluesky_endpoint, protocol=protocol,
+        collections=tuple(collection or BLUESKY_COLLECTIONS), only_accounts=only_accounts,
+        compress=compress, dictionary=dictionary, start_cursor=cursor,
+        resolve_handles=not no_resolve, appview=appview or defaults.bluesky_appview)
+    _ingest_run(
+        "bluesky", lambda pipeline, ingest: JetstreamConnector(pipeline, ingest, options),
+        out_path=out_path, topic=topic, bootstrap=bootstrap, event_path=event_path,
+        keyword=keyword, lang=lang, account=account, emit_deletes=deletes,
+        cursor_file=cursor_file, name=name, no_cursor=no_cursor, duration=duration,
+        metrics_port=metrics_port, loglevel=loglevel, endpoint=options.endpoint,
+        protocol=protocol)
+
+
+@ingest_app.command("mastodon")
+def ingest_mastodon(
+    instance: Annotated[str, typer.Option(help="Instance base URL, e.g. https://mastodon.example")],
+    token: Annotated[str | None, typer.Option(
+        help="User access token (read:statuses); default CROWDWATCH_INGEST_MASTODON_TOKEN")] = None,
+    stream: Annotated[str, typer.Option(
+        help="public, public:local, public:remote, hashtag, hashtag:local")] = "public",
+    tag: Annotated[list[str] | None, typer.Option(
+        help="Hashtag for --stream hashtag (repeatable: one connection each)")] = None,
+    endpoint: Annotated[str | None, typer.Option(
+        help="Streaming base URL when it is not the instance's")] = None,
+    keyword: _KeywordOpt = None,
+    lang: _LangOpt = None,
+    account: _AccountOpt = None,
+    event_path: _EventOpt = None,
+    deletes: _DeletesOpt = False,
+    out_path: _OutOpt = None,
+    duration: _DurationOpt = None,
+    metrics_port: _MetricsOpt = None,
+    cursor_file: _CursorFileOpt = None,
+    name: _NameOpt = None,
+    no_cursor: _NoCursorOpt = False,
+    topic: _TopicOpt = None,
+    bootstrap: _BootstrapOpt = None,
+    loglevel: _LogOpt = "warning",
+) -> None:
+    """A Mastodon instance's streaming API (server-sent events) into posts.raw: statuses,
+    replies, quotes and reblogs as canonical records; deletes counted."""
+    from streams.ingest.common import IngestSettings
+    from streams.ingest.mastodon import MastodonConnector, MastodonOptions
+
+    try:
+        defaults = IngestSettings()
+    except Exception as exc:
+        raise fail(f"invalid settings: {exc}") from None
+    options = MastodonOptions(
+        instance=instance, token=token or defaults.mastodon_token.get_secret_value(),
+        stream=stream, tags=tuple(tag or ()), endpoint=endpoint)
+    _ingest_run(
+        "mastodon", lambda pipeline, ingest: MastodonConnector(pipeline, ingest, options),
+        out_path=out_path, topic=topic, bootstrap=bootstrap, event_path=event_path,
+        keyword=keyword, lang=lang, account=account, emit_deletes=deletes,
+        cursor_file=cursor_file, name=name, no_cursor=no_cursor, duration=duration,
+        metrics_port=metrics_port, loglevel=loglevel, endpoint=endpoint or instance,
+        protocol=stream)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.monotonic()
