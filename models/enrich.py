@@ -70,9 +70,15 @@ class EnrichedPost:
     def id(self) -> str:
         return self.post.id
 
+    @property
+    def kind(self) -> str:
+        """post, reply, quote, repost, like or delete (connectors set ``kind``; files may not)."""
+        return post_kind(self.post)
+
     def to_dict(self) -> dict[str, Any]:
         out = self.post.to_dict()
         out.update(
+            kind=self.kind,
             text=self.text,
             lang=self.lang,
             source_lang=self.post.lang,
@@ -86,6 +92,26 @@ class EnrichedPost:
         return out
 
 
+KINDS = frozenset({"post", "reply", "quote", "repost", "like", "delete"})
+#: records that carry no content of their own: counted by kind only, never scored
+SIGNAL_KINDS = frozenset({"like", "delete"})
+
+
+def post_kind(post: Post) -> str:
+    kind = post.extra.get("kind")
+    if isinstance(kind, str) and kind in KINDS:
+        return kind
+    if kind is not None:
+        return "other"
+    if post.repost_of:
+        return "repost"
+    if post.quote_of:
+        return "quote"
+    if post.reply_to:
+        return "reply"
+    return "post"
+
+
 @dataclass(frozen=True, slots=True)
 class PostSummary:
     """What state and metrics need of an enriched post: small and cheap to pickle."""
@@ -97,10 +123,19 @@ class PostSummary:
     areas: tuple[str, ...]
     topics: tuple[str, ...]
     keywords: tuple[str, ...]
+    kind: str = "post"
+
+    @property
+    def is_content(self) -> bool:
+        """False for likes and deletions, which are not posts people read."""
+        return self.kind not in SIGNAL_KINDS
 
     def count_fields(self) -> list[str]:
-        """The counters this post adds to: posts, lang:, area:, topic:, keyword:."""
-        fields = ["posts", f"lang:{self.lang}"]
+        """The counters this post adds to: posts, lang:, area:, topic:, keyword: (likes and
+        deletions only to kind:)."""
+        if not self.is_content:
+            return [f"kind:{self.kind}"]
+        fields = ["posts", f"kind:{self.kind}", f"lang:{self.lang}"]
         fields += [f"area:{a}" for a in self.areas]
         fields += [f"topic:{t}" for t in self.topics]
         fields += [f"keyword:{k}" for k in self.keywords]
@@ -129,6 +164,7 @@ def summarize(post: EnrichedPost, now: float) -> PostSummary:
         areas=post.areas,
         topics=post.topics,
         keywords=post.keywords,
+        kind=post.kind,
     )
 
 
@@ -210,6 +246,7 @@ class Tally:
     by_keyword: Counter[str] = field(default_factory=Counter)
     by_topic: Counter[str] = field(default_factory=Counter)
     by_platform: Counter[str] = field(default_factory=Counter)
+    by_kind: Counter[str] = field(default_factory=Counter)
 
     @property
     def rejected(self) -> int:
@@ -224,6 +261,9 @@ class Tally:
         for i, post in enumerate(result.enriched):
             if fresh is not None and not fresh[i]:
                 self.duplicates += 1
+                continue
+            self.by_kind[post.kind] += 1
+            if post.kind in SIGNAL_KINDS:
                 continue
             self.by_lang[post.lang] += 1
             self.by_platform[post.post.platform or "unknown"] += 1
@@ -240,6 +280,7 @@ class Tally:
             "by_reject_reason": dict(self.by_reason.most_common()),
             "by_lang": dict(self.by_lang.most_common()),
             "by_platform": dict(self.by_platform.most_common()),
+            "by_kind": dict(self.by_kind.most_common()),
             "by_area": dict(self.by_area.most_common()),
             "by_topic": dict(self.by_topic.most_common()),
             "by_keyword": dict(self.by_keyword.most_common()),

@@ -17,7 +17,14 @@ from typing import Any
 
 import orjson
 
-from models.enrich import Enricher, PostSummary, RawRecord, minute_bucket, summarize
+from models.enrich import (
+    SIGNAL_KINDS,
+    Enricher,
+    PostSummary,
+    RawRecord,
+    minute_bucket,
+    summarize,
+)
 from models.event import EventConfig, parse_event
 from models.jsonio import dumps
 from models.mood import MoodRow
@@ -108,10 +115,10 @@ def score_values(values: Sequence[bytes | None], scorer: SentimentScorer,
         except orjson.JSONDecodeError:
             unreadable += 1
             continue
-        if isinstance(obj, dict) and isinstance(obj.get("text"), str) and "id" in obj:
-            posts.append(obj)
-        else:
+        if not (isinstance(obj, dict) and isinstance(obj.get("text"), str) and "id" in obj):
             unreadable += 1
+        elif obj.get("kind") not in SIGNAL_KINDS:  # likes and deletions carry no text to score
+            posts.append(obj)
     sentiments = scorer.score([p["text"] for p in posts])
     now = time.time()
     outputs: list[Output] = []

@@ -57,6 +57,9 @@ class PipelineMetrics:
         self.by_topic = Counter(
             "crowdwatch_posts_by_topic", "Unique posts by event topic ('none' = no keyword)",
             ["event", "topic"], registry=registry)
+        self.by_kind = Counter(
+            "crowdwatch_posts_by_kind", "Unique records by kind (post, reply, quote, repost, "
+            "like, delete, other)", ["event", "kind"], registry=registry)
         self.by_platform = Counter(
             "crowdwatch_posts_by_platform", "Unique posts by platform", ["event", "platform"],
             registry=registry)
@@ -99,10 +102,14 @@ class PipelineMetrics:
         platforms: Tally[str] = Tally()
         areas: Tally[str] = Tally()
         topics: Tally[str] = Tally()
+        kinds: Tally[str] = Tally()
         duplicates = 0
         for post, is_new in zip(posts, fresh, strict=True):
             if not is_new:
                 duplicates += 1
+                continue
+            kinds[post.kind] += 1
+            if not post.is_content:
                 continue
             langs[post.lang] += 1
             platforms[platform_label(post.platform)] += 1
@@ -111,7 +118,8 @@ class PipelineMetrics:
         if duplicates:
             self.duplicates.inc(duplicates)
         ev = self.event
-        for metric, counts in ((self.by_lang, langs), (self.by_platform, platforms),
+        for metric, counts in ((self.by_kind, kinds), (self.by_lang, langs),
+                               (self.by_platform, platforms),
                                (self.by_area, areas), (self.by_topic, topics)):
             for label, n in counts.items():
                 metric.labels(ev, label).inc(n)

@@ -27,7 +27,8 @@ MINUTE_TTL_S = 48 * 3600
 
 def parse_counts(raw: dict[str, int]) -> dict[str, Any]:
     """Hash fields -> {"posts": n, "area": {..}, "topic": {..}, "keyword": {..}, "lang": {..}}."""
-    out: dict[str, Any] = {"posts": 0, "area": {}, "topic": {}, "keyword": {}, "lang": {}}
+    out: dict[str, Any] = {"posts": 0, "area": {}, "topic": {}, "keyword": {}, "lang": {},
+                           "kind": {}}
     for field, value in raw.items():
         if field == "posts":
             out["posts"] = int(value)
@@ -35,7 +36,7 @@ def parse_counts(raw: dict[str, int]) -> dict[str, Any]:
         kind, _, name = field.partition(":")
         if kind in out and isinstance(out[kind], dict):
             out[kind][name] = int(value)
-    for kind in ("area", "topic", "keyword", "lang"):
+    for kind in ("area", "topic", "keyword", "lang", "kind"):
         out[kind] = dict(sorted(out[kind].items(), key=lambda kv: (-kv[1], kv[0])))
     return out
 

@@ -88,7 +88,8 @@ def test_memory_store_counts_each_id_once() -> None:
     first, again, counts, recent = asyncio.run(run())
     assert first == [True, True] and again == [False, True]
     assert counts == {"posts": 3, "area": {"Dam": 2, "Vondelpark": 1}, "topic": {"crowd": 3},
-                      "keyword": {"drukte": 3}, "lang": {"nl": 2, "en": 1}}
+                      "keyword": {"drukte": 3}, "lang": {"nl": 2, "en": 1},
+                      "kind": {"post": 3}}
     assert recent == counts
 
 
@@ -127,3 +128,16 @@ def test_platform_label_is_bounded() -> None:
     assert platform_label("Bluesky") == "bluesky"
     assert platform_label("my-own-platform-123") == "other"
     assert platform_label(None) == "unknown"
+
+
+def test_likes_and_deletions_count_by_kind_only() -> None:
+    registry = CollectorRegistry()
+    m = PipelineMetrics(registry, "ev")
+    like = PostSummary(id="l1", minute="202704271000", lang="und", platform="bluesky",
+                       areas=(), topics=(), keywords=(), kind="like")
+    assert like.count_fields() == ["kind:like"]
+    m.observe_batch([like, _summary("p1")], [], [True, True])
+    get = registry.get_sample_value
+    assert get("crowdwatch_posts_by_kind_total", {"event": "ev", "kind": "like"}) == 1
+    assert get("crowdwatch_posts_by_lang_total", {"event": "ev", "lang": "und"}) is None
+    assert get("crowdwatch_posts_by_lang_total", {"event": "ev", "lang": "nl"}) == 1
