@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import ssl
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -50,20 +51,18 @@ def broker_urls(bootstrap: str) -> list[str]:
 
 
 def _credentials(settings: Settings) -> Any:
+    """Faust credentials for SASL (PLAIN/SCRAM, over TLS with SASL_SSL) or TLS alone."""
+    tls = ssl.create_default_context() if settings.kafka_security_protocol.endswith(
+        "SSL") else None
     if settings.kafka_sasl_mechanism:
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,
             password=settings.kafka_sasl_password.get_secret_value(),
             mechanism=settings.kafka_sasl_mechanism,
-            ssl_context=(
-                faust.ssl.create_default_context()  # type: ignore[attr-defined]
-                if settings.kafka_security_protocol.endswith("SSL") else None
-            ),
+            ssl_context=tls,
         )
-    if settings.kafka_security_protocol == "SSL":
-        import ssl
-
-        return faust.SSLCredentials(ssl.create_default_context())
+    if tls is not None:
+        return faust.SSLCredentials(tls)
     return None
 
 

@@ -141,3 +141,19 @@ def test_likes_and_deletions_count_by_kind_only() -> None:
     assert get("crowdwatch_posts_by_kind_total", {"event": "ev", "kind": "like"}) == 1
     assert get("crowdwatch_posts_by_lang_total", {"event": "ev", "lang": "und"}) is None
     assert get("crowdwatch_posts_by_lang_total", {"event": "ev", "lang": "nl"}) == 1
+
+
+def test_kafka_credentials_from_settings() -> None:
+    import faust
+
+    from streams.app import _credentials
+    from streams.settings import Settings
+
+    assert _credentials(Settings()) is None
+    sasl = _credentials(Settings(kafka_security_protocol="SASL_SSL",
+                                 kafka_sasl_mechanism="SCRAM-SHA-512",
+                                 kafka_sasl_username="cw", kafka_sasl_password="s3cret"))
+    assert isinstance(sasl, faust.SASLCredentials) and sasl.ssl_context is not None
+    assert "s3cret" not in repr(Settings(kafka_sasl_password="s3cret"))
+    assert isinstance(_credentials(Settings(kafka_security_protocol="SSL")),
+                      faust.SSLCredentials)
