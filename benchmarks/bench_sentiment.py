@@ -5,9 +5,10 @@
 
 Texts: real tweets from ../shared/data/sentiment (several languages) plus synthetic Dutch
 festival traffic from `crowdwatch generate` (repost-free, so the cache does not flatter the
-model). Prints posts/s for: naive pipeline per post, batched fp32, batched int8 (dynamic
-quantisation), and the batched scorer with the repost/duplicate cache on a realistic stream
-(reposts included); then the ratios. Goals: batched >= 5x naive, >= 1,000 posts/s on 2 cores.
+model). Prints posts/s for: the naive pipeline per post (fp32 as loaded, and on the int8
+model), the batched scorer fp32 and int8 (dynamic quantisation, what the default serves),
+and the batched scorer with the repost/duplicate cache on a realistic stream (reposts
+included); then the ratios. Goals: >= 5x the naive pipeline, >= 1,000 posts/s on 2 cores.
 """
 
 from __future__ import annotations
@@ -69,17 +70,25 @@ def main() -> int:
     print(f"model {path}; {len(plain)} texts; torch threads {torch.get_num_threads()}",
           flush=True)
 
-    naive = pipeline("sentiment-analysis", model=str(path), tokenizer=str(path), device=-1)
-    naive(plain[:5])  # warm up
-    naive_rate = rate(lambda xs: [naive(x) for x in xs], plain[: args.naive])
-    print(f"naive pipeline, one post per call: {naive_rate:,.0f} posts/s", flush=True)
+    fp32 = TransformerSentimentScorer(path, threads=args.threads, quantize=False)
+    int8 = TransformerSentimentScorer(path, threads=args.threads, quantize=True)
 
-    fp32 = TransformerSentimentScorer(path, threads=args.threads)
+    def naive_rate_of(scorer: TransformerSentimentScorer) -> float:
+        # the same model object (and tokenizer) through transformers' pipeline, one post a call
+        naive = pipeline("sentiment-analysis", model=scorer.model, tokenizer=scorer.tokenizer,
+                         device=-1, truncation=True, max_length=scorer.max_length)
+        naive(plain[:5])  # warm up
+        return rate(lambda xs: [naive(x) for x in xs], plain[: args.naive])
+
+    naive_fp32 = naive_rate_of(fp32)
+    naive_int8 = naive_rate_of(int8)
+    print(f"naive pipeline, one post per call: fp32 {naive_fp32:,.0f}, int8 {naive_int8:,.0f} "
+          "posts/s", flush=True)
+
     fp32.score(plain[:64])
     fp32_rate = rate(fp32.score, plain)
     print(f"batched fp32: {fp32_rate:,.0f} posts/s", flush=True)
 
-    int8 = TransformerSentimentScorer(path, threads=args.threads, quantize=True)
     int8.score(plain[:64])
     int8_rate = rate(int8.score, plain)
     agree = sum(a.label == b.label for a, b in zip(fp32.score(plain[:1000]),
@@ -94,13 +103,19 @@ def main() -> int:
 
     best = max(fp32_rate, int8_rate)
     print()
-    print("=" * 64)
-    print(f"{'':40s}{'posts/s':>10s}{'x naive':>10s}")
-    for name, r in (("naive pipeline (per post)", naive_rate), ("batched fp32", fp32_rate),
-                    ("batched int8", int8_rate), ("batched int8 + cache (stream)", cached_rate)):
-        print(f"{name:40s}{r:10,.0f}{r / naive_rate:10.1f}")
-    print(f"goal batched >= 5x naive: {'met' if best / naive_rate >= 5 else 'NOT met'}; "
-          f"goal >= 1,000 posts/s: {'met' if best >= 1000 else 'NOT met'} (best {best:,.0f})")
+    print("=" * 72)
+    print(f"{'':40s}{'posts/s':>10s}{'x naive (same precision)':>26s}")
+    for name, r, base in (("naive pipeline fp32 (per post)", naive_fp32, naive_fp32),
+                          ("naive pipeline int8 (per post)", naive_int8, naive_int8),
+                          ("batched fp32", fp32_rate, naive_fp32),
+                          ("batched int8 (served default)", int8_rate, naive_int8),
+                          ("batched int8 + cache (stream)", cached_rate, naive_int8)):
+        print(f"{name:40s}{r:10,.0f}{r / base:26.1f}")
+    ratio = int8_rate / naive_fp32
+    print(f"goal served scorer >= 5x transformers.pipeline on the same checkpoint (as loaded, "
+          f"fp32): {'met' if ratio >= 5 else 'NOT met'} ({ratio:.1f}x; same-precision ratios "
+          f"fp32 {fp32_rate / naive_fp32:.1f}x, int8 {int8_rate / naive_int8:.1f}x)")
+    print(f"goal >= 1,000 posts/s: {'met' if best >= 1000 else 'NOT met'} (best {best:,.0f})")
     return 0
 
 

@@ -75,11 +75,13 @@ class TransformerSentimentScorer:
         model_path: str | Path,
         *,
         batch_size: int = 64,
-        max_length: int = 128,
+        max_length: int | None = None,
         threads: int | None = None,
         device: str | None = None,
-        quantize: bool = False,
+        quantize: bool | None = None,
     ) -> None:
+        """``max_length`` / ``quantize`` None: the model's own recommendation (the
+        ``crowdwatch`` block of its config.json), else 128 tokens / fp32."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
@@ -95,7 +97,13 @@ class TransformerSentimentScorer:
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
         model.eval()
-        if quantize and self.device == "cpu":
+        advice = getattr(model.config, "crowdwatch", None) or {}
+        if max_length is None:
+            max_length = int(advice.get("max_length", 128))
+        if quantize is None:
+            quantize = bool(advice.get("quantize", False))
+        self.quantized = bool(quantize and self.device == "cpu")
+        if self.quantized:
             model = torch.ao.quantization.quantize_dynamic(
                 model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model.to(self.device)

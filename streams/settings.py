@@ -61,9 +61,12 @@ class Settings(BaseSettings):
         description="'default' (the offline model built from installed packages), 'off', or "
         "a local transformers directory (e.g. a downloaded cardiffnlp model)")
     sentiment_batch_size: int = Field(default=64, ge=1)
-    sentiment_max_length: int = Field(default=128, ge=8)
+    sentiment_max_length: int | None = Field(
+        default=None, ge=8, description="Tokens per post; none = the model's advice, else 128")
     sentiment_threads: int = Field(default=2, ge=1, description="torch CPU threads")
-    sentiment_quantize: bool = Field(default=False, description="int8 dynamic quantisation")
+    sentiment_quantize: bool | None = Field(
+        default=None, description="int8 dynamic quantisation; none = the model's advice "
+        "(on for the default model)")
     sentiment_cache_size: int = Field(default=100_000, ge=0)
     mood_window_minutes: int = Field(default=5, ge=1)
     mood_baseline_minutes: int = Field(default=60, ge=2)
