@@ -31,10 +31,12 @@ LABELS = ("negative", "neutral", "positive")
 DELTAS_FILE = "deltas.safetensors"
 ARTIFACT_FORMAT = "int8-row-delta-v1"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+#: bump when assemble() writes something different, so cached directories are rebuilt
+ASSEMBLY_VERSION = 2
 
 
 def _artifact_hash(weights_dir: Path) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"assembly-{ASSEMBLY_VERSION}".encode())
     for name in ("config.json", DELTAS_FILE):
         h.update((weights_dir / name).read_bytes())
     return h.hexdigest()[:12]
