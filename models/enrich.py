@@ -17,6 +17,7 @@ from typing import Any
 from models.event import EventConfig
 from models.lang import DEFAULT_LANGUAGES, HybridDetector, LanguageDetectorProtocol
 from models.post import Post, Reject, decode_post
+from models.safety import SafetyResult, classify_folded
 from models.tagging import Tagger
 from models.text import fold, hashtags, mentions, normalize
 
@@ -65,6 +66,7 @@ class EnrichedPost:
     area_source: str | None
     hashtags: tuple[str, ...]
     mentions: tuple[str, ...]
+    safety: SafetyResult | None = None  # set only for crowd-safety posts
 
     @property
     def id(self) -> str:
@@ -89,6 +91,8 @@ class EnrichedPost:
             hashtags=list(self.hashtags),
             mentions=list(self.mentions),
         )
+        if self.safety is not None:  # optional: present only on crowd-safety posts
+            out["safety"] = self.safety.to_dict()
         return out
 
 
@@ -124,6 +128,9 @@ class PostSummary:
     topics: tuple[str, ...]
     keywords: tuple[str, ...]
     kind: str = "post"
+    #: crowd-safety category (models.safety) and, for those posts only, the text (alert samples)
+    safety: str | None = None
+    safety_text: str | None = None
 
     @property
     def is_content(self) -> bool:
@@ -140,6 +147,9 @@ class PostSummary:
         fields += [f"topic:{t}" for t in self.topics]
         fields += [f"keyword:{k}" for k in self.keywords]
         return fields
+
+
+SAFETY_TEXT_CHARS = 280
 
 
 def minute_bucket(created_at: str | None, now: float) -> str:
@@ -165,6 +175,8 @@ def summarize(post: EnrichedPost, now: float) -> PostSummary:
         topics=post.topics,
         keywords=post.keywords,
         kind=post.kind,
+        safety=post.safety.category if post.safety is not None else None,
+        safety_text=post.text[:SAFETY_TEXT_CHARS] if post.safety is not None else None,
     )
 
 
@@ -204,6 +216,7 @@ class Enricher:
             folded = fold(text)
             keywords, topics = self.tagger.keywords_for(folded)
             areas, area_source = self.tagger.areas_for(folded, post.geo)
+            safety = classify_folded(folded) if post_kind(post) not in SIGNAL_KINDS else None
             out.append(
                 EnrichedPost(
                     post=post,
@@ -215,6 +228,7 @@ class Enricher:
                     area_source=area_source,
                     hashtags=tuple(hashtags(text)),
                     mentions=tuple(mentions(text)),
+                    safety=safety if safety is not None and safety.is_safety else None,
                 )
             )
         return out

@@ -20,6 +20,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from agents import alerts as alerts_agent
 from agents import enrich as enrich_agent
 from agents import sentiment as sentiment_agent
 from models.enrich import PostSummary, RawRecord
@@ -36,7 +37,7 @@ from streams.batch import (
     run_in_child,
     score_values,
 )
-from streams.metrics import MoodMetrics, PipelineMetrics
+from streams.metrics import MoodMetrics, PipelineMetrics, SafetyMetrics
 from streams.settings import Settings
 from streams.state import StateStore
 
@@ -92,6 +93,8 @@ class Pipeline:
             areas=[a.name for a in event.areas] if event else (),
             topics=[t.name for t in event.topics] if event else (),
         )
+        self.safety_metrics = SafetyMetrics(
+            registry, self.event_name, areas=[a.name for a in event.areas] if event else ())
         self.processor = BatchProcessor(event, max_text_chars=settings.max_text_chars,
                                         topic_enriched=settings.topic_enriched,
                                         topic_deadletter=settings.topic_deadletter)
@@ -148,6 +151,7 @@ class Pipeline:
                                                  thread_name_prefix="crowdwatch-sentiment")
         if scorer is not None:
             sentiment_agent.register(self)
+        self.alerts = alerts_agent.register(self)  # None without CROWDWATCH_ALERTMANAGER_URL
         self._register_web()
         self._register_timers()
 
@@ -198,8 +202,11 @@ class Pipeline:
             self.mood_metrics.shift_active.labels(*labels).set(signal.state == "started")
             self.mood_metrics.shift_z.labels(*labels).set(signal.zscore)
             self.mood_metrics.signals.labels(self.event_name, signal.scope, signal.state).inc()
+            record = signal_dict(signal, self.event_name)
+            if self.alerts is not None:
+                self.alerts.observe_signal(record)
             out.append((self.settings.topic_signals, f"{signal.scope}:{signal.name}".encode(),
-                        dumps(signal_dict(signal, self.event_name)), None))
+                        dumps(record), None))
         return out
 
     async def emit(self, outputs: Sequence[Output]) -> None:
@@ -216,6 +223,9 @@ class Pipeline:
         """Metrics of one finished batch, and the offsets it covered (for lag)."""
         now = time.time()
         self.metrics.observe_batch(batch.posts, batch.reasons, fresh)
+        self.safety_metrics.observe(batch.posts, fresh)
+        if self.alerts is not None:
+            self.alerts.observe_posts(batch.posts, fresh, now)
         for ts in timestamps:
             if ts:
                 self.metrics.latency.observe(max(0.0, now - ts))
@@ -308,6 +318,8 @@ class Pipeline:
     async def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.score_executor.shutdown(wait=False, cancel_futures=True)
+        if self.alerts is not None:
+            await self.alerts.close()
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         await self.store.close()

@@ -694,6 +694,51 @@ def ingest_mastodon(
         protocol=stream)
 
 
+# ---- alerts (issue 6): self-contained
+
+
+alerts_app = typer.Typer(help="Alert delivery through Alertmanager.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("test")
+def alerts_test(
+    url: Annotated[str | None, typer.Option(
+        help="Alertmanager URL (default CROWDWATCH_ALERTMANAGER_URL)")] = None,
+    event: Annotated[str, typer.Option(help="event label of the test alert")] = "test",
+    resolve_after: Annotated[float, typer.Option(
+        help="Seconds until the test alert resolves by itself")] = 300.0,
+) -> None:
+    """Push a clearly marked TEST alert through the configured Alertmanager."""
+    from streams.alertmanager import Alert, AlertmanagerError, push_once
+
+    target = url or _settings().alertmanager_url
+    if not target:
+        raise fail("no Alertmanager configured: set CROWDWATCH_ALERTMANAGER_URL, pass --url, "
+                   "or run `crowdwatch stack up`")
+    now = time.time()
+    alert = Alert(
+        labels={"alertname": "CrowdwatchTestAlert", "test": "true", "event": event,
+                "area": "test", "severity": "info", "team": "oncall", "source": "cli"},
+        annotations={
+            "summary": "TEST -- crowdwatch test alert, no action needed",
+            "description": "NL: Dit is een TESTmelding van `crowdwatch alerts test`; er is "
+                           "niets aan de hand.\nEN: This is a TEST alert from `crowdwatch "
+                           "alerts test`; nothing is wrong.",
+            "samples": "- (test) voorbeeldbericht / example post",
+            "runbook_url": "docs/operations.md#crowdwatchtestalert",
+        },
+        starts_at=now, ends_at=now + resolve_after)
+    try:
+        status = push_once(target, [alert])
+    except AlertmanagerError as exc:
+        raise fail(str(exc), 1) from None
+    version = (status.get("versionInfo") or {}).get("version", "?")
+    out.print(f"pushed test alert CrowdwatchTestAlert (labels test=true, event={event}) to "
+                  f"{target} (Alertmanager {version}); it routes to the default receiver and "
+                  f"resolves in {resolve_after:.0f}s")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.monotonic()

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from models.enrich import PostSummary
 from models.mood import MoodRow
 from models.post import RejectReason
+from models.safety import CATEGORIES as SAFETY_CATEGORIES
 
 KNOWN_PLATFORMS = frozenset({"twitter", "x", "bluesky", "mastodon", "facebook", "instagram",
                              "tiktok", "telegram", "reddit", "youtube", "threads"})
@@ -169,3 +170,29 @@ class MoodMetrics:
                     classes[(area, topic, row.lang, row.label)] += 1
         for (area, topic, lang, label), n in classes.items():
             self.posts.labels(self.event, area, topic, lang, label).inc(n)
+
+
+class SafetyMetrics:
+    """Crowd-safety posts (``models.safety``) per area and category, counted once per post id
+    (the enrich stage's fresh flags). Labels are bounded: the event's areas + ``none`` and the
+    four categories."""
+
+    def __init__(self, registry: CollectorRegistry, event: str, *,
+                 areas: Sequence[str] = ()) -> None:
+        self.event = event
+        self.posts = Counter(
+            "crowdwatch_safety_posts",
+            "Unique crowd-safety posts by area ('none' = no area) and category",
+            ["event", "area", "category"], registry=registry)
+        for area in (*areas, NO_AREA):
+            for category in SAFETY_CATEGORIES:
+                self.posts.labels(event, area, category)
+
+    def observe(self, posts: Sequence[PostSummary], fresh: Sequence[bool]) -> None:
+        counts: Tally[tuple[str, str]] = Tally()
+        for post, is_new in zip(posts, fresh, strict=True):
+            if is_new and post.safety is not None:
+                for area in post.areas or (NO_AREA,):
+                    counts[(area, post.safety)] += 1
+        for (area, category), n in counts.items():
+            self.posts.labels(self.event, area, category).inc(n)

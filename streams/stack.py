@@ -883,6 +883,10 @@ def _service_cmd(cfg: StackConfig, service: str, libs: Path | None) -> list[str]
             )
         repo_cfg = cfg.repo_alertmanager_config
         config = repo_cfg if repo_cfg.is_file() else sdir / "alertmanager.yml"
+        # another config file for this start (tests point the webhook at a local receiver)
+        override = os.environ.get("CROWDWATCH_STACK_ALERTMANAGER_CONFIG", "").strip()
+        if override:
+            config = Path(override)
         return [
             exe,
             f"--config.file={config}",

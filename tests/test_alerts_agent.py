@@ -1,0 +1,235 @@
+"""The event-alerts agent (incident map -> Alertmanager pushes), its client, the safety
+metrics and `crowdwatch alerts test`, against a fake Alertmanager (aiohttp, loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
+
+from agents.alerts import AlertsSettings, EventAlerts, mask
+from models.enrich import Enricher, RawRecord, summarize
+from models.event import load_event
+from models.generate import DEFAULT_EVENT_PATH
+from streams.alertmanager import Alert, AlertmanagerClient, AlertmanagerError, push_once
+from streams.metrics import SafetyMetrics
+
+
+def _summary(pid: str, text: str, areas: tuple[str, ...] = ("Dam",)) -> Any:
+    enricher = Enricher(None)
+    (post,) = enricher.process([RawRecord(json.dumps({"id": pid, "text": text}).encode(),
+                                          {})]).enriched
+    s = summarize(post, 0.0)
+    return type(s)(**{**{f: getattr(s, f) for f in s.__dataclass_fields__}, "areas": areas})
+
+
+class FakeAlertmanager:
+    """Records every POST /api/v2/alerts body; runs in a thread with its own loop."""
+
+    def __init__(self) -> None:
+        self.pushes: list[list[dict[str, Any]]] = []
+        self.fail = False
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    async def _alerts(self, request: web.Request) -> web.Response:
+        if self.fail:
+            return web.Response(status=500, text="boom")
+        self.pushes.append(await request.json())
+        return web.Response(status=200, text="")
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response({"versionInfo": {"version": "fake"}})
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/api/v2/alerts", self._alerts)
+        app.router.add_get("/api/v2/status", self._status)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def fake_am() -> Iterator[FakeAlertmanager]:
+    am = FakeAlertmanager()
+    yield am
+    am.stop()
+
+
+SETTINGS = AlertsSettings(resolve_after_s=600, renew_s=60, update_s=10, samples=3)
+
+
+def test_one_alert_per_incident_not_per_post() -> None:
+    alerts = EventAlerts("kd", SETTINGS)
+    posts = [_summary(f"p{i}", f"Gedrang bij de Dam, help @user_{i} #{i}") for i in range(10)]
+    posts.append(_summary("m1", "Meisje flauwgevallen, EHBO nodig"))
+    posts.append(_summary("x1", "Wat een gezellige drukte"))  # not safety
+    posts.append(_summary("n1", "Gedrang bij de ingang", areas=()))  # no area: metrics only
+    alerts.observe_posts(posts, [True] * len(posts), now=1000.0)
+    due = alerts.due(1000.0)
+    assert len(due) == 2
+    by_cat = {a.labels["category"]: a for _, a in due}
+    crush = by_cat["crowd_crush"]
+    assert crush.labels == {"alertname": "CrowdSafetyPosts", "event": "kd", "area": "Dam",
+                            "category": "crowd_crush", "severity": "critical",
+                            "team": "commanders", "source": "worker"}
+    assert by_cat["medical"].labels["severity"] == "warning"
+    ann = crush.annotations
+    assert ann["posts"] == "10"
+    samples = ann["samples"].splitlines()
+    assert len(samples) == 3 and all(s.startswith("- Gedrang") for s in samples)
+    assert "@user_" not in ann["samples"] and "@…" in ann["samples"]
+    assert "NL: " in ann["description"] and "EN: " in ann["description"]
+    assert ann["runbook_url"].endswith("#crowdsafetyposts") and "var-area=Dam" in \
+        ann["dashboard_url"]
+    api = crush.to_api()
+    assert api["endsAt"] > api["startsAt"]  # alive until it would resolve
+    # no post ids or handles in labels
+    assert not any("p1" in v or "user" in v for v in crush.labels.values())
+
+
+def test_renew_update_and_resolve_cycle() -> None:
+    alerts = EventAlerts("kd", SETTINGS)
+    alerts.observe_posts([_summary("a", "steekpartij bij de Dam")], [True], now=0.0)
+    due = alerts.due(0.0)
+    alerts.mark_pushed([k for k, _ in due], 0.0)
+    assert alerts.due(5.0) == []  # nothing new, not time to renew
+    alerts.observe_posts([_summary("b", "nog een steekpartij")], [True], now=6.0)
+    assert alerts.due(8.0) == []  # changed, but update_s (10 s) not yet passed
+    (_, upd), = alerts.due(10.0)
+    assert upd.annotations["posts"] == "2"
+    alerts.mark_pushed([k for k, _ in alerts.due(10.0)], 10.0)
+    (_, renew), = alerts.due(70.0)  # renew_s
+    assert renew.ends_at == 6.0 + 600
+    alerts.mark_pushed([k for k, _ in alerts.due(70.0)], 70.0)
+    # duplicates (fresh=False) do not count
+    alerts.observe_posts([_summary("b", "nog een steekpartij")], [False], now=100.0)
+    (_, resolved), = alerts.due(606.0)
+    assert resolved.ends_at == 606.0 and resolved.annotations["posts"] == "2"
+    alerts.mark_pushed([k for k, _ in alerts.due(606.0)], 606.0)
+    assert alerts.incidents == {} and alerts.due(700.0) == []
+
+
+def test_min_posts_and_unannounced_incidents() -> None:
+    alerts = EventAlerts("kd", AlertsSettings(min_posts=3, resolve_after_s=60))
+    alerts.observe_posts([_summary("a", "brand in een kraam")], [True], now=0.0)
+    assert alerts.due(1.0) == []
+    (_, silent), = alerts.due(61.0)  # resolved before it was ever announced: dropped quietly
+    assert silent.labels == {}
+
+
+def test_mood_signal_start_and_end() -> None:
+    alerts = EventAlerts("kd", SETTINGS)
+    alerts.observe_signal({"type": "mood_shift", "scope": "area", "name": "Dam",
+                           "state": "started", "current_mood": -0.4, "baseline_mood": 0.3,
+                           "zscore": -4.1, "posts_in_window": 30}, now=0.0)
+    (_, alert), = alerts.due(0.0)
+    assert alert.labels["alertname"] == "MoodShiftSignal" and alert.labels["area"] == "Dam"
+    assert "-4.1" in alert.annotations["summary"]
+    alerts.mark_pushed([k for k, _ in alerts.due(0.0)], 0.0)
+    alerts.observe_signal({"type": "mood_shift", "scope": "area", "name": "Dam",
+                           "state": "ended"}, now=120.0)
+    (_, end), = alerts.due(120.0)
+    assert end.ends_at == 120.0
+
+
+def test_mask() -> None:
+    assert mask("RT @a_b: hoi @c@mastodon.example kijk", 200) == "hoi @… kijk"
+    assert len(mask("x" * 500, 50)) == 50
+
+
+def test_flush_pushes_to_alertmanager_and_retries(fake_am: FakeAlertmanager) -> None:
+    async def run() -> None:
+        client = AlertmanagerClient(fake_am.url)
+        alerts = EventAlerts("kd", SETTINGS, client)
+        alerts.observe_posts([_summary(f"p{i}", "Paniek op de Dam") for i in range(5)],
+                             [True] * 5, now=0.0)
+        fake_am.fail = True
+        assert await alerts.flush(0.0) == 0 and alerts.push_failures == 1
+        fake_am.fail = False
+        assert await alerts.flush(1.0) == 1
+        assert await alerts.flush(2.0) == 0
+        await alerts.close()
+
+    asyncio.run(run())
+    (body,) = fake_am.pushes
+    (alert,) = body
+    assert alert["labels"]["area"] == "Dam" and alert["annotations"]["posts"] == "5"
+    assert alert["startsAt"].endswith("Z") and alert["endsAt"].endswith("Z")
+
+
+def test_client_errors_are_one_line() -> None:
+    with pytest.raises(AlertmanagerError, match="unreachable"):
+        push_once("http://127.0.0.1:1", [Alert({"alertname": "x"})], timeout_s=2)
+    with pytest.raises(AlertmanagerError, match="no Alertmanager URL"):
+        AlertmanagerClient("")
+
+
+def test_safety_metrics_count_once_per_post() -> None:
+    registry = CollectorRegistry()
+    m = SafetyMetrics(registry, "kd", areas=["Dam"])
+    posts = [_summary("a", "Gedrang!"), _summary("b", "Brand!", areas=()),
+             _summary("c", "gezellig")]
+    m.observe(posts, [True, True, True])
+    m.observe(posts, [False, False, False])  # re-delivered: not counted again
+    get = registry.get_sample_value
+    assert get("crowdwatch_safety_posts_total", {"event": "kd", "area": "Dam",
+                                                 "category": "crowd_crush"}) == 1
+    assert get("crowdwatch_safety_posts_total", {"event": "kd", "area": "none",
+                                                 "category": "fire_smoke"}) == 1
+    assert get("crowdwatch_safety_posts_total", {"event": "kd", "area": "Dam",
+                                                 "category": "medical"}) == 0
+
+
+def test_enriched_output_carries_the_optional_safety_field() -> None:
+    event = load_event(DEFAULT_EVENT_PATH)
+    enricher = Enricher(event)
+    res = enricher.process([
+        RawRecord(b'{"id": "1", "text": "Gedrang bij de Dam, ik word geplet"}', {}),
+        RawRecord(b'{"id": "2", "text": "Gezellig op de Dam"}', {}),
+    ])
+    safe, calm = (p.to_dict() for p in res.enriched)
+    assert safe["safety"]["category"] == "crowd_crush" and "geplet" in " ".join(
+        safe["safety"]["terms"])
+    assert "safety" not in calm
+    s = summarize(res.enriched[0], 0.0)
+    assert s.safety == "crowd_crush" and s.safety_text and s.areas
+
+
+def test_cli_alerts_test(fake_am: FakeAlertmanager) -> None:
+    from streams.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["alerts", "test", "--url", fake_am.url])
+    assert ok.exit_code == 0, ok.output
+    assert "pushed test alert" in ok.output
+    (body,) = fake_am.pushes
+    assert body[0]["labels"]["test"] == "true"
+    assert "TEST" in body[0]["annotations"]["summary"]
+    bad = runner.invoke(app, ["alerts", "test", "--url", "http://127.0.0.1:1"])
+    assert bad.exit_code == 1
+    assert "unreachable" in bad.output
