@@ -128,16 +128,16 @@ def _rule(alert: str, expr: str, for_: str, severity: str, team: str, summary: s
 def build_rules(t: Thresholds | None = None) -> dict[str, Any]:
     """The rule file as a mapping (``groups: [...]``)."""
     t = t or Thresholds()
-    # Mean mood of a window = Δsum / Δcount of the score histogram. The _sum goes DOWN when
-    # negative scores arrive, so rate()/increase() would read it as a counter reset: use
-    # delta() on it, and leave out (numerator and denominator alike) any series whose count
-    # was reset inside the window (a worker restart).
-    restarted = ('(resets(crowdwatch_mood_score_count{{area!="none"}}[{w}]{o}) > 0)')
+    # Mean mood of a window = (positive mass - negative mass) / posts. Scores are in
+    # [-1, 1], so a plain sum is not monotonic (and the client does not expose _sum for a
+    # histogram with negative buckets): the worker counts the positive and the negative
+    # parts as two counters, which increase() handles across worker restarts.
     mood = (
-        "sum by (event, area) (delta(crowdwatch_mood_score_sum{{area!=\"none\"}}[{w}]{o})"
-        f" unless on (job, instance, event, area) {restarted})"
+        "(sum by (event, area) (increase(crowdwatch_mood_positive_total{{area!=\"none\"}}"
+        "[{w}]{o})) - sum by (event, area) (increase(crowdwatch_mood_negative_total"
+        "{{area!=\"none\"}}[{w}]{o})))"
         " / sum by (event, area) (increase(crowdwatch_mood_score_count{{area!=\"none\"}}"
-        f"[{{w}}]{{o}}) unless on (job, instance, event, area) {restarted})"
+        "[{w}]{o}))"
     )
     current = mood.format(w=t.mood_window, o="")
     baseline = mood.format(w=t.mood_baseline, o=f" offset {t.mood_window}")
@@ -358,9 +358,11 @@ def _cases() -> list[Case]:
     dam = {**_EV, "area": "Dam"}
     raw = {**_W1, "topic": "posts.raw"}
     return [
-        Case((_s("crowdwatch_mood_score_sum", dam, "0+5x70 348-2x9"),
+        Case((_s("crowdwatch_mood_positive_total", dam, "0+5x70 351+1x9"),
+              _s("crowdwatch_mood_negative_total", dam, "0+0x70 3+3x9"),
               _s("crowdwatch_mood_score_count", dam, "0+10x80"),
-              _s("crowdwatch_mood_score_sum", {**_EV, "area": "none"}, "0+5x70 348-2x9"),
+              _s("crowdwatch_mood_positive_total", {**_EV, "area": "none"}, "0+5x70 351+1x9"),
+              _s("crowdwatch_mood_negative_total", {**_EV, "area": "none"}, "0+0x70 3+3x9"),
               _s("crowdwatch_mood_score_count", {**_EV, "area": "none"}, "0+10x80")),
              (("60m", "NegativeMoodShift", ()),
               ("80m", "NegativeMoodShift", ((dam, -0.6406779661016949),)))),

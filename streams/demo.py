@@ -137,7 +137,8 @@ class DemoView:
             top("crowdwatch_posts_rejected_total", "reason", "dead letters"),
         )
         parts: list[Any] = [head, grid]
-        sums = _labelled(r, "crowdwatch_mood_score_sum", "area")
+        positive = _labelled(r, "crowdwatch_mood_positive_total", "area")
+        negative = _labelled(r, "crowdwatch_mood_negative_total", "area")
         counts = _labelled(r, "crowdwatch_mood_score_count", "area")
         if counts:
             mood = Table(title="crowd mood per area (-1 negative .. +1 positive)", expand=True,
@@ -147,7 +148,7 @@ class DemoView:
             mood.add_column("posts", justify="right")
             mood.add_column("")
             for area, n in sorted(counts.items(), key=lambda kv: -kv[1])[:8]:
-                m = sums.get(area, 0.0) / n
+                m = (positive.get(area, 0.0) - negative.get(area, 0.0)) / n
                 colour = "red" if m < -0.1 else "green" if m > 0.1 else "yellow"
                 bar = "█" * int(abs(m) * 20)
                 mood.add_row(area, f"[{colour}]{m:+.2f}[/]", f"{n:,.0f}", f"[{colour}]{bar}[/]")

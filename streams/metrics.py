@@ -141,6 +141,15 @@ class MoodMetrics:
         self.score = Histogram(
             "crowdwatch_mood_score", "Sentiment score (-1 negative .. 1 positive) of unique posts",
             ["event", "area"], buckets=MOOD_BUCKETS, registry=registry)
+        # scores are in [-1, 1]: their sum is not a counter (and prometheus_client drops a
+        # histogram's _sum when it has negative buckets). Mean mood of a window:
+        # (increase(positive) - increase(negative)) / increase(crowdwatch_mood_score_count)
+        self.positive = Counter(
+            "crowdwatch_mood_positive", "Sum of the positive parts of unique posts' scores",
+            ["event", "area"], registry=registry)
+        self.negative = Counter(
+            "crowdwatch_mood_negative", "Sum of the negative parts (as positive numbers)",
+            ["event", "area"], registry=registry)
         self.scored = Counter(
             "crowdwatch_sentiment_scored", "Posts scored (incl. re-deliveries)", registry=registry)
         self.cache_hits = Counter(
@@ -166,6 +175,10 @@ class MoodMetrics:
                 continue
             for area in row.areas or (NO_AREA,):
                 self.score.labels(self.event, area).observe(row.score)
+                if row.score > 0:
+                    self.positive.labels(self.event, area).inc(row.score)
+                elif row.score < 0:
+                    self.negative.labels(self.event, area).inc(-row.score)
                 for topic in row.topics or (NO_TOPIC,):
                     classes[(area, topic, row.lang, row.label)] += 1
         for (area, topic, lang, label), n in classes.items():

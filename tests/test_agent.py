@@ -138,8 +138,11 @@ async def test_sentiment_agent_scores_counts_once_and_signals_a_shift(
         == 150
     assert reg.get_sample_value("crowdwatch_mood_posts_total", {**labels, "class": "negative"}) \
         == 18
-    assert reg.get_sample_value("crowdwatch_mood_score_count",
-                                {"event": "koningsdag-amsterdam", "area": "Dam"}) == 168
+    dam = {"event": "koningsdag-amsterdam", "area": "Dam"}
+    assert reg.get_sample_value("crowdwatch_mood_score_count", dam) == 168
+    positive = reg.get_sample_value("crowdwatch_mood_positive_total", dam)
+    negative = reg.get_sample_value("crowdwatch_mood_negative_total", dam)
+    assert positive > 100 and negative > 10  # 150 happy posts, 18 frightened ones
     # identical texts are scored once: everything after the first of each text is a cache hit
     assert reg.get_sample_value("crowdwatch_sentiment_cache_hits_total") == len(values) + 10 - 2
     started = [s for s in signals if s["state"] == "started"]
