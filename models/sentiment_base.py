@@ -29,6 +29,7 @@ import shutil
 import struct
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,15 +293,21 @@ def ensure_base_model(cache_dir: str | Path | None = None, layers: int | None = 
     src = Path(bin_path) if bin_path else default_bin_path()
     root = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE / "models"
     name = f"e5-small-q4-{_bin_fingerprint(src)}-L{layers or 'all'}"
-    target = root / name
+    marker = json.dumps({"base": BASE_NAME, "source": str(src), "layers": layers})
+    return build_once(root / name, lambda tmp: convert_e5_bin(src, tmp, layers), marker)
+
+
+def build_once(target: Path, build: Callable[[Path], object], marker: str = "ok\n") -> Path:
+    """Build a cache directory once and atomically: into a temporary sibling, marked with a
+    ``.complete`` file, then renamed into place (a concurrent builder that finishes first
+    wins). A finished ``target`` is returned as it is."""
     if (target / ".complete").exists():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        convert_e5_bin(src, tmp, layers)
-        (tmp / ".complete").write_text(json.dumps({"base": BASE_NAME, "source": str(src),
-                                                   "layers": layers}))
+        build(tmp)
+        (tmp / ".complete").write_text(marker, encoding="utf-8")
         try:
             tmp.rename(target)
         except OSError:  # another process finished first

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from models.sentiment_base import BASE_NAME, DEFAULT_CACHE, ensure_base_model
+from models.sentiment_base import BASE_NAME, DEFAULT_CACHE, build_once, ensure_base_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "sentiment-default"
 LABELS = ("negative", "neutral", "positive")
@@ -163,8 +163,7 @@ def build_default_model_dir(cache_dir: str | Path | None = None,
         raise FileNotFoundError(f"{src}: the shipped sentiment artefact is missing")
     root = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE / "models"
     target = root / f"sentiment-default-{_artifact_hash(src)}"
-    if (target / ".complete").exists():
-        return target
+    return build_once(target, lambda tmp: assemble(src, tmp, root))
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".sentiment-default-", dir=root))
     try:
