@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -164,17 +163,3 @@ def build_default_model_dir(cache_dir: str | Path | None = None,
     root = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE / "models"
     target = root / f"sentiment-default-{_artifact_hash(src)}"
     return build_once(target, lambda tmp: assemble(src, tmp, root))
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".sentiment-default-", dir=root))
-    try:
-        assemble(src, tmp, root)
-        (tmp / ".complete").write_text("ok\n", encoding="utf-8")
-        try:
-            tmp.rename(target)
-        except OSError:  # a concurrent build won
-            if not (target / ".complete").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
