@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +19,7 @@ from models.event import load_event
 from models.generate import DEFAULT_EVENT_PATH
 from streams.alertmanager import Alert, AlertmanagerClient, AlertmanagerError, push_once
 from streams.metrics import SafetyMetrics
+from tests.loopback import Handler, LoopbackServer
 
 
 def _summary(pid: str, text: str, areas: tuple[str, ...] = ("Dam",)) -> Any:
@@ -31,21 +30,18 @@ def _summary(pid: str, text: str, areas: tuple[str, ...] = ("Dam",)) -> Any:
     return type(s)(**{**{f: getattr(s, f) for f in s.__dataclass_fields__}, "areas": areas})
 
 
-class FakeAlertmanager:
-    """Records every POST /api/v2/alerts body; runs in a thread with its own loop."""
+class FakeAlertmanager(LoopbackServer):
+    """Records every POST /api/v2/alerts body (the client's unit tests; the real
+    Alertmanager is exercised in tests/integration/test_alerts_e2e.py)."""
 
     def __init__(self) -> None:
         self.pushes: list[list[dict[str, Any]]] = []
         self.fail = False
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        super().__init__()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [("POST", "/api/v2/alerts", self._alerts), ("GET", "/api/v2/status", self._status)]
 
     async def _alerts(self, request: web.Request) -> web.Response:
         if self.fail:
@@ -55,22 +51,6 @@ class FakeAlertmanager:
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response({"versionInfo": {"version": "fake"}})
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/api/v2/alerts", self._alerts)
-        app.router.add_get("/api/v2/status", self._status)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture

@@ -13,11 +13,8 @@ other tests' alerts do not mix in.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import socket
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -37,43 +34,25 @@ from models.event import load_event
 from models.generate import DEFAULT_EVENT_PATH
 from streams import stack
 from tests.integration.conftest import REPO, consume_all, run_cli
+from tests.loopback import Handler, LoopbackServer
 
 PLACEHOLDER_WEBHOOK = "http://127.0.0.1:9/crowdwatch-webhook"
 
 
-class Receiver:
+class Receiver(LoopbackServer):
     """A webhook receiver on 127.0.0.1: records (arrival time, JSON body)."""
 
     def __init__(self) -> None:
         self.received: list[tuple[float, dict[str, Any]]] = []
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        super().__init__()
         self.url = f"http://127.0.0.1:{self.port}/hook"
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [("POST", "/hook", self._hook)]
 
     async def _hook(self, request: web.Request) -> web.Response:
         self.received.append((time.time(), await request.json()))
         return web.Response(text="ok")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
     def notifications(self, alertname: str, event: str) -> list[tuple[float, dict[str, Any]]]:
         return [(t, b) for t, b in self.received
