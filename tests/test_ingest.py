@@ -146,7 +146,7 @@ async def run_until(connector: Connector, done: Callable[[], bool], limit_s: flo
                                  f"{connector.pipeline.counts.to_dict()}")
         await asyncio.sleep(0.002)
     stop.set()
-    return await asyncio.wait_for(task, 15)
+    return await asyncio.wait_for(task, max(15.0, limit_s))
 
 
 async def until(done: Callable[[], bool], limit_s: float = 10.0) -> None:

@@ -11,7 +11,6 @@ import signal
 import sys
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,9 @@ from models.post import Post, decode_post
 from streams.embedded import free_port
 from streams.ingest.bluesky import JetstreamConnector, JetstreamOptions
 from streams.ingest.common import (
-    Connector,
     IngestMetrics,
     IngestSettings,
     Pipeline,
-    RunResult,
     make_pipeline,
     make_sink,
 )
@@ -41,6 +38,7 @@ from streams.ingest.mastodon import MastodonConnector, MastodonOptions
 from streams.kafka_admin import ensure_topics
 from streams.settings import Settings, stack_file
 from tests.integration.conftest import REPO, consume_all
+from tests.test_ingest import run_until
 
 FIXTURES = REPO / "tests" / "fixtures" / "firehose"
 
@@ -65,19 +63,6 @@ def kafka_pipeline(settings: Settings, ingest: IngestSettings, source: str, endp
                      metrics=metrics)
     return make_pipeline(source, endpoint, sink, metrics, ContentFilter(), ingest,
                          cursor_path=cursor, protocol=protocol)
-
-
-async def run_until(connector: Connector, done: Callable[[], bool], limit_s: float = 60
-                    ) -> RunResult:
-    stop = asyncio.Event()
-    task = asyncio.create_task(connector.run(stop))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    while not done() and not task.done():
-        assert loop.time() < deadline, connector.pipeline.counts.to_dict()
-        await asyncio.sleep(0.005)
-    stop.set()
-    return await asyncio.wait_for(task, 60)
 
 
 def expected_ids(frames: list[Any]) -> list[str]:
@@ -115,7 +100,8 @@ async def test_jetstream_into_kafka_with_dead_letters(stack_settings: Settings,
     connector = JetstreamConnector(pipeline, ingest, JetstreamOptions(endpoint=url,
                                                                       protocol="v2"))
     try:
-        result = await run_until(connector, lambda: pipeline.counts.total_received >= len(frames))
+        result = await run_until(connector, lambda: pipeline.counts.total_received >= len(frames),
+                                  limit_s=60)
     finally:
         await fake.stop()
     assert result.error is None
@@ -183,7 +169,8 @@ async def test_mastodon_into_kafka(stack_settings: Settings, tmp_path: Path) -> 
     connector = MastodonConnector(pipeline, ingest, MastodonOptions(
         instance="https://social.fictief.test", endpoint=url, token="synthetic-token"))
     try:
-        await run_until(connector, lambda: pipeline.counts.total_received >= len(events))
+        await run_until(connector, lambda: pipeline.counts.total_received >= len(events),
+                        limit_s=60)
     finally:
         await fake.stop()
     records = await asyncio.to_thread(consume_all, settings, [settings.topic_raw], 8, 60)
