@@ -9,6 +9,10 @@ Two kinds of incident, each one alert (one label set) however many posts feed it
   dashboard and runbook links. Never post ids or handles in labels.
 * ``MoodShiftSignal`` -- the pipeline's mood-shift detector (``signals``): started opens
   the incident, ended resolves it.
+* ``RumourClusterFlagged`` -- a claim cluster flagged as rumour (``models.rumour_tracker``):
+  one incident per cluster (label ``cluster``: an Alertmanager label, never a Prometheus
+  one), with its claim, score, size, lifecycle state and sample posts; resolved when the
+  cluster's state becomes ``resolved`` or it expires.
 
 The incident map lives in memory. A live incident is re-pushed every ``renew_s`` (and at
 most every ``update_s`` when new posts changed its annotations) with ``endsAt`` = the time
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SAFETY_ALERT = "CrowdSafetyPosts"
 MOOD_ALERT = "MoodShiftSignal"
+RUMOUR_ALERT = "RumourClusterFlagged"
 #: crowd crush, violence and fire page the commanders at once; medical is a warning
 CRITICAL_CATEGORIES = frozenset({"crowd_crush", "violence", "fire_smoke"})
 CATEGORY_NAMES = {
@@ -165,6 +170,41 @@ class EventAlerts:
             inc.ended = inc.changed = True
             inc.last_at = now
 
+    def observe_cluster(self, snapshot: Mapping[str, Any], ended: bool,
+                        now: float | None = None) -> None:
+        """A flagged cluster's snapshot (``RumourTracker.snapshot``); ``ended``: resolved or
+        expired."""
+        now = time.time() if now is None else now
+        cid = str(snapshot.get("id"))
+        key = (RUMOUR_ALERT, cid)
+        inc = self.incidents.get(key)
+        if ended:
+            if inc is not None and not inc.ended:
+                inc.ended = inc.changed = True
+                inc.last_at = now
+            return
+        if inc is None or inc.ended:
+            inc = self.incidents[key] = Incident(
+                labels={"alertname": RUMOUR_ALERT, "event": self.event, "cluster": cid,
+                        "severity": "warning", "team": "communication", "source": "worker"},
+                first_at=now, last_at=now, samples=deque(maxlen=self.settings.samples))
+        info = {"claim": mask(str(snapshot.get("summary") or ""), self.settings.sample_chars),
+                "score": f"{float(snapshot.get('rumour_score') or 0):.2f}",
+                "size": str(snapshot.get("size")), "state": str(snapshot.get("state")),
+                "first_seen": str(snapshot.get("first_seen")),
+                "query_deny": str(sum(int((snapshot.get("stance") or {}).get(k, 0))
+                                      for k in ("query", "deny")))}
+        if info != inc.info:
+            inc.info = info
+            inc.changed = True
+            inc.last_at = now
+            inc.posts = int(snapshot.get("size") or 0)
+            inc.samples.clear()
+            for sample in (snapshot.get("sample_posts") or [])[: self.settings.samples]:
+                text = str(sample.get("text") or "") if isinstance(sample, Mapping) else ""
+                if text:
+                    inc.samples.append(mask(text, self.settings.sample_chars))
+
     # ---- outputs
 
     def _annotations(self, inc: Incident) -> dict[str, str]:
@@ -187,6 +227,24 @@ class EventAlerts:
                 "first_seen": iso(inc.first_at),
                 "last_seen": iso(inc.last_at),
                 "runbook_url": f"{cfg.runbook_base}#crowdsafetyposts",
+            }
+            if inc.samples:
+                out["samples"] = "\n".join(f"- {s}" for s in inc.samples)
+        elif lab["alertname"] == RUMOUR_ALERT:
+            i = inc.info
+            out = {
+                "summary": f"Rumour flagged: {i.get('claim', '')}",
+                "description": (
+                    f"NL: Mogelijk gerucht (score {i.get('score')}, {i.get('size')} berichten, "
+                    f"fase {i.get('state')}, {i.get('query_deny')} twijfelende/ontkennende "
+                    "reacties). Beoordeel en overweeg een weerlegging.\n"
+                    f"EN: Possible rumour (score {i.get('score')}, {i.get('size')} posts, "
+                    f"state {i.get('state')}, {i.get('query_deny')} enquiring/denying replies). "
+                    "Assess it and consider a rebuttal."),
+                "posts": i.get("size", ""),
+                "first_seen": i.get("first_seen", ""),
+                "cluster": lab["cluster"],
+                "runbook_url": f"{cfg.runbook_base}#rumourclusterflagged",
             }
             if inc.samples:
                 out["samples"] = "\n".join(f"- {s}" for s in inc.samples)

@@ -22,11 +22,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from agents import alerts as alerts_agent
 from agents import enrich as enrich_agent
+from agents import rumours as rumours_agent
 from agents import sentiment as sentiment_agent
 from models.enrich import PostSummary, RawRecord
 from models.event import EventConfig
 from models.jsonio import dumps
 from models.mood import MoodShiftDetector, ShiftConfig, signal_dict
+from models.rumour_tracker import RumourTracker
 from models.sentiment import CachedScorer, SentimentScorer
 from streams.batch import (
     BatchProcessor,
@@ -37,7 +39,8 @@ from streams.batch import (
     run_in_child,
     score_values,
 )
-from streams.metrics import MoodMetrics, PipelineMetrics, SafetyMetrics
+from streams.metrics import MoodMetrics, PipelineMetrics, RumourMetrics, SafetyMetrics
+from streams.rumours import RumourStage
 from streams.settings import Settings
 from streams.state import StateStore
 
@@ -79,8 +82,11 @@ class Pipeline:
         event: EventConfig | None = None,
         scorer: SentimentScorer | None = None,
         shift: ShiftConfig | None = None,
+        tracker: RumourTracker | None = None,
         web_enabled: bool = True,
     ) -> None:
+        """``tracker``: the rumour stage's tracker (``streams.rumours.tracker_from``); None
+        runs no rumour stage."""
         if not settings.kafka_configured:
             raise ValueError("CROWDWATCH_KAFKA_BOOTSTRAP is not set")
         self.settings = settings
@@ -95,9 +101,13 @@ class Pipeline:
         )
         self.safety_metrics = SafetyMetrics(
             registry, self.event_name, areas=[a.name for a in event.areas] if event else ())
+        # without sentiment the rumour stage's input comes straight from enrichment
+        claims_from_enrich = settings.topic_claims if tracker is not None and scorer is None \
+            else None
         self.processor = BatchProcessor(event, max_text_chars=settings.max_text_chars,
                                         topic_enriched=settings.topic_enriched,
-                                        topic_deadletter=settings.topic_deadletter)
+                                        topic_deadletter=settings.topic_deadletter,
+                                        topic_claims=claims_from_enrich)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crowdwatch-cpu")
         self.pool: ProcessPoolExecutor | None = None
         if settings.cpu_processes > 0:
@@ -106,7 +116,8 @@ class Pipeline:
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=init_child,
                 initargs=(event.model_dump_json() if event else None, settings.max_text_chars,
-                          settings.topic_enriched, settings.topic_deadletter),
+                          settings.topic_enriched, settings.topic_deadletter,
+                          claims_from_enrich),
             )
         self.started_at = time.time()
         self.last_batch_at: float | None = None
@@ -149,9 +160,22 @@ class Pipeline:
         # one thread: torch parallelises inside a batch (CROWDWATCH_SENTIMENT_THREADS)
         self.score_executor = ThreadPoolExecutor(max_workers=1,
                                                  thread_name_prefix="crowdwatch-sentiment")
+        self.claims_topic = self.app.topic(settings.topic_claims, key_type=bytes,
+                                           value_type=bytes, key_serializer="raw",
+                                           value_serializer="raw",
+                                           partitions=settings.claim_partitions)
+        self.alerts = alerts_agent.register(self)  # None without CROWDWATCH_ALERTMANAGER_URL
+        self.rumours: RumourStage | None = None
+        if tracker is not None:
+            self.rumours = RumourStage(
+                tracker, event=self.event_name, store=store,
+                metrics=RumourMetrics(registry, self.event_name, top_k=settings.rumour_top_k),
+                topic_events=settings.topic_cluster_events,
+                state_ttl_s=settings.rumour_state_ttl_s)
+            self.rumours.alerts = self.alerts
+            rumours_agent.register(self)
         if scorer is not None:
             sentiment_agent.register(self)
-        self.alerts = alerts_agent.register(self)  # None without CROWDWATCH_ALERTMANAGER_URL
         self._register_web()
         self._register_timers()
 
@@ -181,8 +205,9 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         cache = self.scorer if isinstance(self.scorer, CachedScorer) else None
         hits_before = cache.hits if cache else 0
+        claims = self.settings.topic_claims if self.rumours is not None else None
         batch = await loop.run_in_executor(self.score_executor, score_values, list(values),
-                                           self.scorer, self.settings.topic_scored)
+                                           self.scorer, self.settings.topic_scored, claims)
         self.mood_metrics.scored.inc(len(batch.rows))
         if cache is not None:
             self.mood_metrics.cache_hits.inc(cache.hits - hits_before)
@@ -318,6 +343,8 @@ class Pipeline:
     async def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.score_executor.shutdown(wait=False, cancel_futures=True)
+        if self.rumours is not None:
+            self.rumours.close()
         if self.alerts is not None:
             await self.alerts.close()
         if self.pool is not None:

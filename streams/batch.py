@@ -42,18 +42,21 @@ class PreparedBatch:
 
 class BatchProcessor:
     def __init__(self, event: EventConfig | None, *, max_text_chars: int, topic_enriched: str,
-                 topic_deadletter: str) -> None:
+                 topic_deadletter: str, topic_claims: str | None = None) -> None:
         self.enricher = Enricher(event, max_text_chars=max_text_chars)
         self.topic_enriched = topic_enriched
         self.topic_deadletter = topic_deadletter
+        self.topic_claims = topic_claims  # set when the rumour stage runs without sentiment
 
     def __call__(self, records: Sequence[RawRecord]) -> PreparedBatch:
         result = self.enricher.process(records)
         now = time.time()
-        outputs: list[Output] = [
-            (self.topic_enriched, post.id.encode("utf-8"), dumps(post.to_dict()), None)
-            for post in result.enriched
-        ]
+        outputs: list[Output] = []
+        for post in result.enriched:
+            key, value = post.id.encode("utf-8"), dumps(post.to_dict())
+            outputs.append((self.topic_enriched, key, value, None))
+            if self.topic_claims and post.kind not in SIGNAL_KINDS:
+                outputs.append((self.topic_claims, key, value, None))
         for dead in result.dead:
             src = dead.source
             headers = [
@@ -75,11 +78,11 @@ _CHILD: BatchProcessor | None = None
 
 
 def init_child(event_yaml: str | None, max_text_chars: int, topic_enriched: str,
-               topic_deadletter: str) -> None:
+               topic_deadletter: str, topic_claims: str | None = None) -> None:
     global _CHILD
     event = parse_event(event_yaml, "<event>") if event_yaml else None
     _CHILD = BatchProcessor(event, max_text_chars=max_text_chars, topic_enriched=topic_enriched,
-                            topic_deadletter=topic_deadletter)
+                            topic_deadletter=topic_deadletter, topic_claims=topic_claims)
 
 
 def run_in_child(records: Sequence[RawRecord]) -> PreparedBatch:
@@ -104,9 +107,9 @@ def _epoch_minute(created_at: str | None, now: float) -> int:
 
 
 def score_values(values: Sequence[bytes | None], scorer: SentimentScorer,
-                 topic_scored: str) -> ScoredBatch:
+                 topic_scored: str, topic_claims: str | None = None) -> ScoredBatch:
     """Score enriched posts (JSON); the output is the post plus ``sentiment`` and
-    ``sentiment_score``."""
+    ``sentiment_score`` (also sent to ``topic_claims`` when the rumour stage runs)."""
     posts: list[dict[str, Any]] = []
     unreadable = 0
     for value in values:
@@ -127,7 +130,10 @@ def score_values(values: Sequence[bytes | None], scorer: SentimentScorer,
         post["sentiment"] = s.label
         post["sentiment_score"] = s.score
         pid = str(post["id"])
-        outputs.append((topic_scored, pid.encode("utf-8"), dumps(post), None))
+        value = dumps(post)
+        outputs.append((topic_scored, pid.encode("utf-8"), value, None))
+        if topic_claims:
+            outputs.append((topic_claims, pid.encode("utf-8"), value, None))
         rows.append(MoodRow(
             id=pid, minute=_epoch_minute(post.get("created_at"), now),
             lang=str(post.get("lang") or "und"), areas=tuple(post.get("areas") or ()),

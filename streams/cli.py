@@ -104,18 +104,26 @@ def score(
     event_path: Annotated[Path | None, typer.Option("--event", help="Event YAML")] = None,
     sentiment_model: Annotated[str | None, typer.Option(
         help="'default', 'off' or a local model directory (CROWDWATCH_SENTIMENT_MODEL)")] = None,
+    rumours: Annotated[bool | None, typer.Option(
+        "--rumours/--no-rumours", help="Cluster claims and add stance, cluster, rumour_score "
+        "(CROWDWATCH_RUMOURS_ENABLED)")] = None,
+    embedder: Annotated[str | None, typer.Option(
+        help="Claim embeddings: default, hashing, off or a local model directory "
+        "(CROWDWATCH_CLUSTER_EMBEDDER)")] = None,
 ) -> None:
     """Batch mode: enrich a JSON Lines file with the same models as the worker, no Kafka."""
     from models.enrich import Enricher
     from streams.runtime import event_from
     from streams.score import open_output, score_stream, summary
 
-    settings = _settings(sentiment_model=sentiment_model)
+    settings = _settings(sentiment_model=sentiment_model, rumours_enabled=rumours,
+                         cluster_embedder=embedder)
     try:
         event = event_from(settings, event_path)
     except EventConfigError as exc:
         raise fail(str(exc).replace("\n", "; ")) from None
     scorer = _scorer(settings)
+    tracker = _tracker(settings, event) if settings.rumours_enabled else None
     for target in (out_path, rejects_path, summary_path):
         if target is not None and target.resolve() == input_path.resolve():
             raise fail(f"{target}: would overwrite the input")
@@ -132,7 +140,7 @@ def score(
                     task = progress.add_task(f"scoring {input_path.name}", total=None)
                     result = score_stream(source, str(input_path), enricher, out_f, rej_f,
                                           progress=lambda n: progress.advance(task, n),
-                                          scorer=scorer)
+                                          scorer=scorer, tracker=tracker)
                     progress.update(task, total=progress.tasks[0].completed)
             finally:
                 if rej_f is not None:
@@ -151,6 +159,16 @@ def score(
         + f", {result.tally.duplicates} duplicate ids",
         highlight=False,
     )
+
+
+def _tracker(settings: Settings, event: Any) -> Any:
+    from streams.rumours import tracker_from
+
+    try:
+        return tracker_from(settings, event)
+    except (OSError, ValueError, ImportError) as exc:
+        raise fail(f"rumour models: {exc} (CROWDWATCH_CLUSTER_EMBEDDER="
+                   f"{settings.cluster_embedder!r}; --no-rumours disables clustering)") from None
 
 
 def _scorer(settings: Settings) -> Any:
@@ -241,6 +259,175 @@ def eval_sentiment(
               "another label were skipped", highlight=False)
     if json_out is not None:
         json_out.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+
+
+def _labels_beside(posts_path: Path) -> Path:
+    name = posts_path.name
+    if not name.endswith(".posts.jsonl"):
+        raise fail(f"{posts_path}: give --labels (no NAME.posts.jsonl -> NAME.labels.jsonl)")
+    return posts_path.with_name(name[: -len(".posts.jsonl")] + ".labels.jsonl")
+
+
+@eval_app.command("stance")
+def eval_stance(
+    posts_path: Annotated[Path, typer.Argument(metavar="POSTS.jsonl")],
+    labels_path: Annotated[Path | None, typer.Argument(
+        metavar="[LABELS.jsonl]", help="Default: NAME.labels.jsonl beside the posts")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report")] = None,
+) -> None:
+    """Stance (support / deny / query / comment) of labelled posts: per-class F1, macro-F1
+    and the confusion matrix. Parents come from ``reply_to`` / ``quote_of`` in the file."""
+    from models.stance import STANCES, evaluate_stance, load_default_stance
+
+    labels_path = labels_path or _labels_beside(posts_path)
+    try:
+        posts = _read_jsonl(posts_path, "posts")
+        gold = {str(r["id"]): str(r.get("stance")) for r in _read_jsonl(labels_path, "labels")
+                if r.get("stance") in STANCES}
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    if not gold:
+        raise fail("no post has a support/deny/query/comment label (field 'stance')")
+    started = time.monotonic()
+    report = evaluate_stance(posts, gold, load_default_stance())
+    seconds = time.monotonic() - started
+    _print_report(report, f"stance: {posts_path.name} ({report.n} labelled posts)")
+    err.print(f"{report.n / max(seconds, 1e-9):,.0f} posts/s", highlight=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+
+
+@eval_app.command("rumours")
+def eval_rumours(
+    posts_paths: Annotated[list[Path], typer.Argument(
+        metavar="POSTS.jsonl...", help="Posts of one event (e.g. its rumours and non-rumours "
+        "files); replayed in created_at order")],
+    labels_paths: Annotated[list[Path] | None, typer.Option(
+        "--labels", help="Labels (field 'rumour': bool); default NAME.labels.jsonl beside "
+        "each posts file")] = None,
+    embedder: Annotated[str | None, typer.Option(
+        help="Claim embeddings: default, hashing, off or a local model directory")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Posts per tracker batch (1: a flag is "
+                                       "judged right after each post)")] = 1,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report")] = None,
+) -> None:
+    """Rumour flags of the production tracker (clusters + claim prior + rumour score) on
+    labelled source posts: precision/recall/F1 of the flag, macro-F1 over both classes
+    (judged when each post arrives, and at the end), detection latency."""
+    settings = _settings(cluster_embedder=embedder)
+    labels_list = labels_paths or [_labels_beside(p) for p in posts_paths]
+    try:
+        posts = [p for path in posts_paths for p in _read_jsonl(path, "posts")]
+        gold = {str(r["id"]): bool(r["rumour"]) for path in labels_list
+                for r in _read_jsonl(path, "labels") if isinstance(r.get("rumour"), bool)}
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    if not gold:
+        raise fail("no post has a rumour label (field 'rumour': true/false)")
+    from models.rumour_tracker import evaluate_tracker
+
+    tracker = _tracker(settings, None)
+    started = time.monotonic()
+    report = evaluate_tracker(posts, gold, tracker, batch=batch)
+    seconds = time.monotonic() - started
+    name = ", ".join(p.name for p in posts_paths)
+    _print_report(report.online, f"rumour flag when each post arrived: {name}")
+    out.print(f"at the end of the stream: macro-F1 {report.at_end.macro_f1:.4f}, rumour F1 "
+              f"{report.at_end.f1['rumour']:.4f}")
+    lat = report.to_dict()["detection_latency_minutes"]
+    if lat["clusters"]:
+        out.print(f"detection latency (first post -> flag) over {lat['clusters']} flagged "
+                  f"clusters with rumours: median {lat['median']:.1f} min, p90 {lat['p90']:.1f} "
+                  "min")
+    err.print(f"{report.n_posts} posts in {report.n_clusters} clusters, "
+              f"{report.n_posts / max(seconds, 1e-9):,.0f} posts/s", highlight=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- rumours
+
+
+def _cluster_table(clusters: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, expand=True)
+    for col, kw in (("cluster", {}), ("score", {"justify": "right"}), ("state", {}),
+                    ("size", {"justify": "right"}), ("/min", {"justify": "right"}),
+                    ("query+deny", {"justify": "right"}), ("first seen", {}),
+                    ("claim", {"ratio": 1, "overflow": "fold"}), ("top terms", {})):
+        table.add_column(col, **kw)
+    for c in clusters:
+        stance = c.get("stance") or {}
+        score = float(c.get("rumour_score") or 0.0)
+        style = "bold red" if c.get("flagged") and c.get("state") != "resolved" else ""
+        table.add_row(str(c.get("id")), f"{score:.2f}", str(c.get("state")), str(c.get("size")),
+                      f"{float(c.get('velocity') or 0):.1f}",
+                      str(int(stance.get("query", 0)) + int(stance.get("deny", 0))),
+                      str(c.get("first_seen", ""))[11:19], str(c.get("summary", ""))[:140],
+                      ", ".join(c.get("top_terms") or [])[:40], style=style)
+    return table
+
+
+@app.command()
+def rumours(
+    top: Annotated[int, typer.Option("--top", min=1, max=500, help="Clusters to show")] = 20,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes")] = 2.0,
+    event_name: Annotated[str | None, typer.Option(
+        "--event-name", help="Event name (default: the name in CROWDWATCH_EVENT_FILE)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """Current claim clusters from Redis, highest rumour score first (red: flagged)."""
+    import asyncio
+
+    from rich.live import Live
+
+    from streams.app import NO_EVENT
+    from streams.runtime import event_from
+    from streams.state import RedisStore
+
+    settings = _settings()
+    if not settings.redis_configured:
+        raise fail("no Redis configured: set CROWDWATCH_REDIS_URL or run `crowdwatch stack up`")
+    if event_name is None:
+        try:
+            event = event_from(settings, None)
+        except EventConfigError as exc:
+            raise fail(str(exc).replace("\n", "; ")) from None
+        event_name = event.name if event else NO_EVENT
+    name = event_name
+
+    async def fetch() -> list[dict[str, Any]]:
+        store = RedisStore(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+        try:
+            return await store.top_clusters(name, top)
+        finally:
+            await store.close()
+
+    def load() -> list[dict[str, Any]]:
+        try:
+            return asyncio.run(fetch())
+        except OSError as exc:
+            raise fail(f"cannot read Redis: {exc}") from None
+        except Exception as exc:  # redis.exceptions.ConnectionError is not an OSError
+            raise fail(f"cannot read Redis: {exc}") from None
+
+    title = f"rumour clusters — {name} (top {top})"
+    if as_json:
+        out.print_json(json.dumps(load(), ensure_ascii=False))
+        return
+    if not watch:
+        clusters = load()
+        out.print(_cluster_table(clusters, title))
+        if not clusters:
+            err.print("no clusters yet (is a worker running for this event?)")
+        return
+    try:
+        with Live(_cluster_table(load(), title), console=out, refresh_per_second=4) as live:
+            while True:
+                time.sleep(interval)
+                live.update(_cluster_table(load(), f"{title} — {time.strftime('%H:%M:%S')}"))
+    except KeyboardInterrupt:
+        return
 
 
 # ---------------------------------------------------------------- replay
@@ -354,8 +541,19 @@ def worker(
     except (OSError, ValueError, ImportError) as exc:
         raise fail(f"sentiment model: {exc} (CROWDWATCH_SENTIMENT_MODEL="
                    f"{settings.sentiment_model!r}; 'off' disables scoring)") from None
+    tracker = None
+    if settings.rumours_enabled:
+        from streams.rumours import tracker_from
+
+        try:
+            tracker = tracker_from(settings, event)
+        except (OSError, ValueError, ImportError) as exc:
+            raise fail(f"rumour stage: {exc} (CROWDWATCH_CLUSTER_EMBEDDER="
+                       f"{settings.cluster_embedder!r}; CROWDWATCH_RUMOURS_ENABLED=false "
+                       "disables it)") from None
     pipeline = Pipeline(settings, store=store_from(settings), registry=CollectorRegistry(),
-                        event=event, scorer=scorer, shift=shift_config_from(settings))
+                        event=event, scorer=scorer, shift=shift_config_from(settings),
+                        tracker=tracker)
     err.print(f"worker {settings.app_id}: /metrics and /health on "
               f"http://{settings.web_host}:{settings.web_port}", highlight=False)
     faust.Worker(pipeline.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()

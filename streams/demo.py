@@ -174,8 +174,16 @@ async def _run(settings: Settings, *, duration: float | None, speed: float, plai
     except (OSError, ValueError, ImportError) as exc:
         console.print(f"[yellow]crowd mood off: sentiment model unavailable ({exc})[/]")
         scorer = None
+    tracker = None
+    if settings.rumours_enabled:
+        from streams.rumours import tracker_from
+
+        try:
+            tracker = tracker_from(settings, event)
+        except (OSError, ValueError, ImportError) as exc:
+            console.print(f"[yellow]rumour clusters off: {exc}[/]")
     pipeline = Pipeline(settings, store=store, registry=registry, event=event, scorer=scorer,
-                        shift=shift_config_from(settings))
+                        shift=shift_config_from(settings), tracker=tracker)
     workdir = Path(tempfile.mkdtemp(prefix="crowdwatch-demo-"))
     total = demo_input(workdir / "demo.posts.jsonl")
     view = DemoView(f"crowdwatch demo — {event.title or event.name} — synthetic sample",

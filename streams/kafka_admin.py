@@ -15,9 +15,11 @@ log = logging.getLogger(__name__)
 
 def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
                   partitions: int | None = None) -> list[str]:
-    """Create the pipeline's topics if missing; return the names that were created."""
+    """Create the pipeline's topics if missing; return the names that were created. The
+    claims topic (input of the rumour stage) gets ``claim_partitions`` partitions."""
     wanted = list(names or (settings.topic_raw, settings.topic_enriched, settings.topic_deadletter,
-                            settings.topic_scored, settings.topic_signals))
+                            settings.topic_scored, settings.topic_signals, settings.topic_claims,
+                            settings.topic_cluster_events))
     admin = KafkaAdminClient(client_id="crowdwatch-admin", request_timeout_ms=15_000,
                              **settings.kafka_client_kwargs())
     try:
@@ -27,7 +29,9 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
             return []
         try:
             admin.create_topics(
-                [NewTopic(n, partitions or settings.topic_partitions, 1) for n in missing]
+                [NewTopic(n, partitions or (settings.claim_partitions if n == settings.topic_claims
+                                            else settings.topic_partitions), 1)
+                 for n in missing]
             )
         except TopicAlreadyExistsError:  # created concurrently by another worker
             log.debug("topics created concurrently: %s", missing)

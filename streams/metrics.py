@@ -209,3 +209,75 @@ class SafetyMetrics:
                     counts[(area, post.safety)] += 1
         for (area, category), n in counts.items():
             self.posts.labels(self.event, area, category).inc(n)
+
+
+CLUSTER_EVENT_TYPES = ("created", "grew", "state_changed", "flagged", "expired")
+CLUSTER_MATCHES = ("new", "thread", "near_duplicate", "semantic")
+LIFECYCLE_STATES = ("emerging", "growing", "peaking", "fading", "resolved")
+STANCE_LABELS = ("support", "deny", "query", "comment")
+
+
+class RumourMetrics:
+    """Rumour clusters. Labels are bounded: no cluster or post ids, only event, the fixed
+    match/state/stance/event-type vocabularies and rank 1..K of the top flagged clusters."""
+
+    def __init__(self, registry: CollectorRegistry, event: str, *, top_k: int = 5) -> None:
+        self.event = event
+        self.top_k = top_k
+        self.active = Gauge("crowdwatch_rumour_active_clusters",
+                            "Active claim clusters (2+ posts) by lifecycle state",
+                            ["event", "state"], registry=registry)
+        self.flagged = Gauge("crowdwatch_rumour_flagged_clusters",
+                             "Active clusters flagged as rumour (not resolved)", ["event"],
+                             registry=registry)
+        self.top_velocity = Gauge(
+            "crowdwatch_rumour_top_velocity",
+            "Posts/min of the K fastest flagged clusters, by rank (1 = fastest)",
+            ["event", "rank"], registry=registry)
+        self.top_score = Gauge(
+            "crowdwatch_rumour_top_score", "Rumour score of the K highest-scoring clusters",
+            ["event", "rank"], registry=registry)
+        self.posts = Counter("crowdwatch_rumour_posts",
+                             "Posts clustered, once per post id, by how they joined",
+                             ["event", "match"], registry=registry)
+        self.stance = Counter("crowdwatch_rumour_stance_posts",
+                              "Posts by stance towards their cluster's claim",
+                              ["event", "stance"], registry=registry)
+        self.events = Counter("crowdwatch_rumour_cluster_events", "Cluster events emitted",
+                              ["event", "type"], registry=registry)
+        self.batch_seconds = Histogram(
+            "crowdwatch_rumour_batch_seconds", "Wall time to cluster one batch",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=registry)
+        self.flagged.labels(event).set(0)
+        for state in LIFECYCLE_STATES:
+            self.active.labels(event, state).set(0)
+        for match in CLUSTER_MATCHES:
+            self.posts.labels(event, match)
+        for label in STANCE_LABELS:
+            self.stance.labels(event, label)
+        for kind in CLUSTER_EVENT_TYPES:
+            self.events.labels(event, kind)
+        for rank in range(1, top_k + 1):
+            self.top_velocity.labels(event, str(rank)).set(0)
+            self.top_score.labels(event, str(rank)).set(0)
+
+    def observe(self, matches: Sequence[str], stances: Sequence[str | None],
+                event_types: Sequence[str]) -> None:
+        for match, n in Tally(m for m in matches if m in CLUSTER_MATCHES).items():
+            self.posts.labels(self.event, match).inc(n)
+        for stance, n in Tally(s for s in stances if s in STANCE_LABELS).items():
+            self.stance.labels(self.event, stance).inc(n)
+        for kind, n in Tally(event_types).items():
+            self.events.labels(self.event, kind).inc(n)
+
+    def set_state(self, states: Sequence[str], flagged: int, top_velocity: Sequence[float],
+                  top_scores: Sequence[float]) -> None:
+        by_state = Tally(states)
+        for state in LIFECYCLE_STATES:
+            self.active.labels(self.event, state).set(by_state.get(state, 0))
+        self.flagged.labels(self.event).set(flagged)
+        for rank in range(1, self.top_k + 1):
+            v = top_velocity[rank - 1] if rank <= len(top_velocity) else 0.0
+            s = top_scores[rank - 1] if rank <= len(top_scores) else 0.0
+            self.top_velocity.labels(self.event, str(rank)).set(v)
+            self.top_score.labels(self.event, str(rank)).set(s)

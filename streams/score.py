@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 from models.enrich import BatchResult, Enricher, RawRecord, Tally
 from models.jsonio import dumps
+from models.rumour_tracker import RumourTracker
 from models.sentiment import SentimentScorer
 from streams.jsonl import InputError, iter_lines
 
@@ -28,6 +29,8 @@ class ScoreResult:
     rejects: int
     tally: Tally
     by_sentiment: dict[str, int] = field(default_factory=dict)
+    by_stance: dict[str, int] = field(default_factory=dict)
+    clusters: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _write_jsonl(handle: BinaryIO | None, obj: dict[str, Any]) -> None:
@@ -43,9 +46,14 @@ def score_stream(
     rejects: BinaryIO | None,
     progress: Callable[[int], None] | None = None,
     scorer: SentimentScorer | None = None,
+    tracker: RumourTracker | None = None,
 ) -> ScoreResult:
+    """``tracker``: also cluster the posts and add ``stance``, ``cluster`` and
+    ``rumour_score`` (the score of the post's cluster when the post was processed)."""
     tally = Tally()
     by_sentiment: Counter[str] = Counter()
+    by_stance: Counter[str] = Counter()
+    ended: dict[str, dict[str, Any]] = {}  # clusters that expired before the end of input
     seen: set[str] = set()
     lines_in = lines_out = n_rejects = 0
     batch: list[RawRecord] = []
@@ -56,16 +64,31 @@ def score_stream(
         # keep input order in the outputs: enrich() preserves the order of valid posts
         fresh = []
         sentiments = scorer.score([p.text for p in result.enriched]) if scorer else None
+        records = [post.to_dict() for post in result.enriched]
+        annotations = {}
+        if tracker is not None:
+            tracked = tracker.process(records)
+            annotations = {a.id: a for a in tracked.annotations}
+            for c in tracked.expired:
+                if c.size >= 2 or c.flagged_at is not None:
+                    ended[c.id] = cluster_summary(tracker.snapshot(c))
         for i, post in enumerate(result.enriched):
             is_new = post.id not in seen
             fresh.append(is_new)
             seen.add(post.id)
-            record = post.to_dict()
+            record = records[i]
             if sentiments is not None:
                 record["sentiment"] = sentiments[i].label
                 record["sentiment_score"] = sentiments[i].score
                 if is_new:
                     by_sentiment[sentiments[i].label] += 1
+            ann = annotations.get(post.id)
+            if ann is not None:
+                record["stance"] = ann.stance
+                record["cluster"] = ann.cluster
+                record["rumour_score"] = ann.rumour_score
+                if is_new and ann.stance:
+                    by_stance[ann.stance] += 1
             _write_jsonl(out, record)
         for dead in result.dead:
             _write_jsonl(rejects, {"line": dead.source["line"], "reason": dead.reason,
@@ -87,7 +110,24 @@ def score_stream(
         flush()
     if lines_out + n_rejects != lines_in:  # pragma: no cover - invariant
         raise AssertionError(f"lines out {lines_out} + rejects {n_rejects} != in {lines_in}")
-    return ScoreResult(lines_in, lines_out, n_rejects, tally, dict(by_sentiment.most_common()))
+    clusters: list[dict[str, Any]] = []
+    if tracker is not None:
+        live = [cluster_summary(tracker.snapshot(c)) for c in tracker.clusters()
+                if c.size >= 2 or c.flagged_at is not None]
+        clusters = sorted([*ended.values(), *live],
+                          key=lambda c: (-c["rumour_score"], -c["size"], c["id"]))
+    return ScoreResult(lines_in, lines_out, n_rejects, tally, dict(by_sentiment.most_common()),
+                       dict(by_stance.most_common()), clusters)
+
+
+SUMMARY_CLUSTER_FIELDS = ("id", "size", "rumour_score", "state", "flagged", "first_seen",
+                          "last_seen", "summary", "roots", "replies", "reposts", "quotes",
+                          "stance", "distinct_accounts", "top_terms", "sample_post_ids")
+
+
+def cluster_summary(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A cluster as ``crowdwatch score --summary`` lists it (no sample texts, no spreaders)."""
+    return {k: snapshot[k] for k in SUMMARY_CLUSTER_FIELDS}
 
 
 def summary(result: ScoreResult, input_path: Path, event: str | None) -> dict[str, Any]:
@@ -100,6 +140,8 @@ def summary(result: ScoreResult, input_path: Path, event: str | None) -> dict[st
         "unique_posts": result.lines_out - result.tally.duplicates,
         **{k: v for k, v in result.tally.to_dict().items() if k.startswith("by_")},
         "by_sentiment": result.by_sentiment,
+        "by_stance": result.by_stance,
+        "clusters": result.clusters,
     }
 
 

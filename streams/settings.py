@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     topic_deadletter: str = "posts.deadletter"
     topic_scored: str = "posts.scored"
     topic_signals: str = "signals"
+    topic_claims: str = Field(default="posts.claims", description=(
+        "Input of the rumour stage; one partition by default so one worker sees every post "
+        "of the event (see docs/architecture.md, 'Rumour clusters across partitions')"))
+    topic_cluster_events: str = "clusters.events"
+    claim_partitions: int = Field(default=1, ge=1)
     topic_partitions: int = Field(default=4, ge=1)
 
     # --- crowd mood ---
@@ -68,6 +73,21 @@ class Settings(BaseSettings):
         default=None, description="int8 dynamic quantisation; none = the model's advice "
         "(on for the default model)")
     sentiment_cache_size: int = Field(default=100_000, ge=0)
+    # --- rumour clusters ---
+    rumours_enabled: bool = Field(default=True, description="Run the rumour-cluster stage")
+    cluster_embedder: str = Field(default="default", description=(
+        "default (multilingual-e5-small, int8) | hashing (no model) | off | a local path"))
+    cluster_ttl_s: float = Field(default=3 * 3600.0, gt=0,
+                                 description="Event-time idle time before a cluster expires")
+    cluster_semantic_cosine: float = Field(default=0.88, gt=0, le=1)
+    cluster_near_duplicate_jaccard: float = Field(default=0.5, gt=0, le=1)
+    rumour_flag_threshold: float = Field(default=0.5, gt=0, lt=1)
+    rumour_state_ttl_s: int = Field(default=6 * 3600, ge=60, description=(
+        "Redis TTL of cluster snapshots (they hold sample post texts)"))
+    rumour_top_k: int = Field(default=5, ge=1, le=20,
+                              description="Rank labels 1..K of the top flagged clusters")
+    pseudonym_key: SecretStr = Field(default=SecretStr(""), description=(
+        "HMAC key for pseudonymising author ids; empty: a random key per process"))
     mood_window_minutes: int = Field(default=5, ge=1)
     mood_baseline_minutes: int = Field(default=60, ge=2)
     mood_sigma: float = Field(default=3.0, gt=0)

@@ -11,10 +11,18 @@ Redis keys (``{e}`` = event name, ``cw`` = ``CROWDWATCH_REDIS_PREFIX``):
                                        ``area:<name>``, ``topic:<name>``, ``keyword:<term>``
 - ``cw:{e}:<stage>:seen:{post_id}``    dedupe marker of a later stage (e.g. ``mood``)
 - ``cw:{e}:minute:<YYYYMMDDHHMM>``     same fields per minute of ``created_at`` (TTL 48 h)
+- ``cw:{e}:cluster:{cluster_id}``       JSON snapshot of a claim cluster (summary, sample
+                                       posts, counts, velocity, top terms, pseudonymised top
+                                       spreaders), TTL ``CROWDWATCH_RUMOUR_STATE_TTL_S``
+- ``cw:{e}:clusters``                  sorted set cluster id -> rumour score (index of the
+                                       snapshots; members whose snapshot expired are pruned
+                                       on read)
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -59,6 +67,17 @@ class StateStore(Protocol):
         """Mark ``ids`` as seen by ``stage``; True for each id not seen by it before."""
         ...
 
+    async def put_clusters(self, event: str, snapshots: Sequence[dict[str, Any]],
+                           ttl_s: int) -> None:
+        """Store cluster snapshots (``id`` and ``rumour_score`` keys required) with a TTL."""
+        ...
+
+    async def drop_clusters(self, event: str, ids: Sequence[str]) -> None: ...
+
+    async def top_clusters(self, event: str, n: int) -> list[dict[str, Any]]:
+        """The ``n`` current clusters with the highest rumour score (then size)."""
+        ...
+
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -69,10 +88,16 @@ def _minute_keys(minutes: int, now: datetime | None) -> list[str]:
     return [(end - timedelta(minutes=i)).strftime("%Y%m%d%H%M") for i in range(minutes)]
 
 
+def rank_clusters(snapshots: Sequence[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    return sorted(snapshots, key=lambda c: (-float(c.get("rumour_score", 0.0)),
+                                            -int(c.get("size", 0)), str(c.get("id"))))[:n]
+
+
 class MemoryStore:
     """In-process store for the demo and tests; dedupe window bounded by ``max_ids``."""
 
     def __init__(self, max_ids: int = 2_000_000) -> None:
+        self._clusters: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._max_ids = max_ids
         self._totals: dict[str, Counter[str]] = {}
@@ -117,6 +142,25 @@ class MemoryStore:
                 self._seen.popitem(last=False)
             out.append(True)
         return out
+
+    async def put_clusters(self, event: str, snapshots: Sequence[dict[str, Any]],
+                           ttl_s: int) -> None:
+        now = time.time()
+        table = self._clusters.setdefault(event, {})
+        for snap in snapshots:
+            table[str(snap["id"])] = (now + ttl_s, dict(snap))
+
+    async def drop_clusters(self, event: str, ids: Sequence[str]) -> None:
+        table = self._clusters.get(event, {})
+        for cid in ids:
+            table.pop(cid, None)
+
+    async def top_clusters(self, event: str, n: int) -> list[dict[str, Any]]:
+        now = time.time()
+        table = self._clusters.get(event, {})
+        for cid in [k for k, (exp, _) in table.items() if exp <= now]:
+            del table[cid]
+        return rank_clusters([snap for _, snap in table.values()], n)
 
     async def ping(self) -> bool:
         return True
@@ -207,6 +251,46 @@ class RedisStore:
         for pid in ids:
             pipe.set(prefix + pid, "1", nx=True, ex=self._ttl)
         return [bool(x) for x in await pipe.execute()]
+
+    async def put_clusters(self, event: str, snapshots: Sequence[dict[str, Any]],
+                           ttl_s: int) -> None:
+        if not snapshots:
+            return
+        prefix = self._prefix(event)
+        pipe = self._redis.pipeline(transaction=False)
+        for snap in snapshots:
+            pipe.set(f"{prefix}cluster:{snap['id']}", json.dumps(snap, ensure_ascii=False),
+                     ex=ttl_s)
+        pipe.zadd(prefix + "clusters", {str(s["id"]): float(s["rumour_score"]) for s in snapshots})
+        pipe.expire(prefix + "clusters", ttl_s)
+        await pipe.execute()
+
+    async def drop_clusters(self, event: str, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        prefix = self._prefix(event)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.delete(*[f"{prefix}cluster:{cid}" for cid in ids])
+        pipe.zrem(prefix + "clusters", *ids)
+        await pipe.execute()
+
+    async def top_clusters(self, event: str, n: int) -> list[dict[str, Any]]:
+        prefix = self._prefix(event)
+        found: list[dict[str, Any]] = []
+        start = 0
+        page = max(2 * n, 50)
+        while len(found) < n:  # snapshots that expired leave index members behind: prune them
+            ids: list[str] = [str(x) for x in await self._redis.zrevrange(
+                prefix + "clusters", start, start + page - 1)]
+            if not ids:
+                break
+            raws = await self._redis.mget([f"{prefix}cluster:{cid}" for cid in ids])
+            gone: list[str] = [cid for cid, raw in zip(ids, raws, strict=True) if raw is None]
+            if gone:
+                await self._redis.zrem(prefix + "clusters", *gone)
+            found += [json.loads(raw) for raw in raws if raw is not None]
+            start += page - len(gone)
+        return rank_clusters(found, n)
 
     async def ping(self) -> bool:
         try:

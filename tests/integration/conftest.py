@@ -111,7 +111,9 @@ def worker_factory(stack_settings: Settings, tmp_path: Path) -> Iterator[Any]:
         values: dict[str, Any] = {
             "app_id": tag, "topic_raw": f"{tag}.raw", "topic_enriched": f"{tag}.enriched",
             "topic_deadletter": f"{tag}.deadletter", "topic_scored": f"{tag}.scored",
-            "topic_signals": f"{tag}.signals", "web_port": free_port(),
+            "topic_signals": f"{tag}.signals", "topic_claims": f"{tag}.claims",
+            "topic_cluster_events": f"{tag}.clusters", "cluster_embedder": "hashing",
+            "web_port": free_port(),
             "broker_session_timeout": 6.0, "data_dir": tmp_path / "data", "batch_within": 0.05,
             "redis_prefix": tag, "sentiment_model": "off",
         }

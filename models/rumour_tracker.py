@@ -1,0 +1,393 @@
+"""Rumour tracking: clustering + stance + claim prior + rumour score, plain lists in and out.
+
+:class:`RumourTracker` is what the ``crowdwatch.rumours`` agent and ``crowdwatch score``
+run: posts (enriched dicts) in arrival order go in; per-post annotations (stance,
+cluster, the cluster's rumour score at that moment), cluster events (created, grew,
+state_changed, flagged, expired) and the clusters that changed come out. It holds no
+I/O; the caller stores snapshots, emits events and sets metrics.
+
+Re-delivered posts (same id while their cluster is active) return their first
+annotation and change nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC as _UTC
+from datetime import datetime
+from typing import Any, Protocol
+
+from models.clusters import Assignment, Cluster, OnlineClusterer, input_from_post
+from models.rumour import ClusterFeatures, RumourScorer
+
+GROWTH_MILESTONES = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000,
+                     50_000, 100_000)
+TRACKED_KINDS = frozenset({"post", "reply", "repost", "quote", ""})
+SAMPLE_TEXT_CHARS = 280
+
+
+class StanceModel(Protocol):
+    def classify(self, texts: Sequence[str], parents: Sequence[str | None] | None = None
+                 ) -> Sequence[Any]: ...  # items with .label
+
+
+class ClaimModel(Protocol):
+    def probs(self, posts: Sequence[Mapping[str, Any]]) -> list[float]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PostAnnotation:
+    id: str
+    cluster: str
+    stance: str | None
+    rumour_score: float
+    how: str  # new | thread | near_duplicate | semantic | redelivered
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterEvent:
+    type: str  # created (2nd post) | grew (size milestones) | state_changed | flagged | expired
+    cluster: str
+    ts: float  # event time of the post (or watermark) that caused it
+    size: int
+    rumour_score: float
+    state: str
+    previous_state: str | None = None
+
+    def to_dict(self, event: str) -> dict[str, Any]:
+        return {"event": event, "type": self.type, "cluster": self.cluster,
+                "ts": _iso(self.ts), "size": self.size,
+                "rumour_score": round(self.rumour_score, 4), "state": self.state,
+                **({"previous_state": self.previous_state} if self.previous_state else {})}
+
+
+@dataclass
+class TrackerBatch:
+    annotations: list[PostAnnotation] = field(default_factory=list)
+    events: list[ClusterEvent] = field(default_factory=list)
+    changed: list[Cluster] = field(default_factory=list)
+    expired: list[Cluster] = field(default_factory=list)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def post_ts(post: Mapping[str, Any], default: float) -> float:
+    """Event time of a post from ``created_at`` (ISO 8601), else ``default``."""
+    raw = post.get("created_at")
+    if isinstance(raw, str) and raw:
+        try:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return default
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=_UTC)
+        ts = dt.timestamp()
+        if math.isfinite(ts):
+            return ts
+    return default
+
+
+class RumourTracker:
+    def __init__(
+        self,
+        clusterer: OnlineClusterer,
+        scorer: RumourScorer,
+        *,
+        stance: StanceModel | None = None,
+        claims: ClaimModel | None = None,
+        is_official: Callable[[Mapping[str, Any]], bool] | None = None,
+        pseudonymise: Callable[[str], str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clusterer = clusterer
+        self.scorer = scorer
+        self.stance = stance
+        self.claims = claims
+        self.is_official = is_official or (lambda _post: False)
+        self.pseudonymise = pseudonymise or (lambda value: value)
+        self.clock = clock
+        self._annotations: dict[str, PostAnnotation] = {}
+        self._arrivals: OrderedDict[str, float] = OrderedDict()  # post id -> event time
+        self._texts: dict[str, dict[str, str]] = {}  # cluster -> sample id -> text
+
+    # ------------------------------------------------------------------ features
+
+    def features(self, c: Cluster, now: float) -> ClusterFeatures:
+        window = self.scorer.settings.velocity_window_s
+        return ClusterFeatures(
+            size=c.size, roots=c.roots, replies=c.replies, reposts=c.reposts, quotes=c.quotes,
+            support=c.stance.get("support", 0), deny=c.stance.get("deny", 0),
+            query=c.stance.get("query", 0), comment=c.stance.get("comment", 0),
+            distinct_authors=len(c.authors), verified_posts=c.verified_posts,
+            official_posts=c.official_posts, reach=c.reach,
+            age_s=max(0.0, now - c.first_seen),
+            velocity=c.velocity(now, window),
+            prev_velocity=c.velocity(now, window, offset_s=window),
+            peak_velocity=c.peak_velocity, idle_s=max(0.0, now - c.last_seen),
+            claim_prob=c.claim_prob if c.claim_n else 0.5)
+
+    def _rescore(self, c: Cluster, now: float, ts: float, out: TrackerBatch) -> None:
+        f = self.features(c, now)
+        c.score = self.scorer.score(f)
+        state = self.scorer.lifecycle(f)
+        if state != c.state:
+            out.events.append(ClusterEvent("state_changed", c.id, ts, c.size, c.score, state,
+                                           c.state))
+            c.state = state
+        if c.flagged_at is None and self.scorer.flagged(f) and state != "resolved":
+            c.flagged_at = ts
+            out.events.append(ClusterEvent("flagged", c.id, ts, c.size, c.score, c.state))
+
+    # ------------------------------------------------------------------ ingest
+
+    def process(self, posts: Sequence[Mapping[str, Any]]) -> TrackerBatch:
+        """Track a batch of enriched posts (likes and deletions are skipped, not clustered)."""
+        out = TrackerBatch()
+        wall = self.clock()
+        todo = [p for p in posts
+                if isinstance(p.get("id"), str) and str(p.get("kind") or "") in TRACKED_KINDS]
+        fresh = [p for p in todo if p["id"] not in self._annotations]
+        stances = self._stances(fresh)
+        claim_probs = self._claim_probs(fresh)
+        inputs = []
+        for p in fresh:
+            author = p.get("author") if isinstance(p.get("author"), Mapping) else None
+            raw_key = (author or {}).get("id") or (author or {}).get("handle")
+            key = self.pseudonymise(f"{p.get('platform') or ''}:{raw_key}") if raw_key else None
+            inp = input_from_post(p, ts=post_ts(p, wall), author_key=key,
+                                  official=self.is_official(p),
+                                  claim_prob=claim_probs.get(p["id"]))
+            if inp.parent is not None:  # the cluster counts the stance of its replies/quotes
+                inp = replace(inp, stance=stances.get(p["id"]))
+            inputs.append(inp)
+        assignments = dict(zip([p["id"] for p in fresh],
+                               self.clusterer.add_batch(inputs), strict=True))
+        changed: dict[str, Cluster] = {}
+        last_ts: dict[str, float] = {}
+        joined: list[tuple[str, str, str | None, str]] = []  # post id, cluster, stance, how
+        for p, inp in zip(fresh, inputs, strict=True):
+            a: Assignment = assignments[p["id"]]
+            c = self.clusterer.clusters.get(a.cluster_id)
+            if c is None or a.redelivered:
+                continue
+            if a.size == 2:  # a lone post is not a cluster yet
+                out.events.append(ClusterEvent("created", c.id, inp.ts, a.size, c.score, c.state))
+            for m in GROWTH_MILESTONES:
+                if a.size == m:
+                    out.events.append(ClusterEvent("grew", c.id, inp.ts, a.size, c.score,
+                                                   c.state))
+            if p["id"] in c.samples:
+                self._texts.setdefault(c.id, {})[p["id"]] = str(p.get("text") or "")[
+                    :SAMPLE_TEXT_CHARS]
+            changed[c.id] = c
+            last_ts[c.id] = max(last_ts.get(c.id, inp.ts), inp.ts)
+            joined.append((p["id"], c.id, stances.get(p["id"]), a.how))
+        # one score per cluster and batch: a post's rumour_score is its cluster's score
+        # after the batch it arrived in
+        for cid, c in changed.items():
+            self._rescore(c, self.clusterer.watermark, last_ts[cid], out)
+        for pid, cid, stance, how in joined:
+            self._annotations[pid] = PostAnnotation(pid, cid, stance,
+                                                    round(changed[cid].score, 4), how)
+            self._arrivals[pid] = changed[cid].last_seen
+        self._forget_old_annotations()
+        for c in self.clusterer.expire(self.clusterer.watermark):
+            out.events.append(ClusterEvent("expired", c.id, self.clusterer.watermark, c.size,
+                                           c.score, c.state))
+            out.expired.append(c)
+            changed.pop(c.id, None)
+            self._forget(c)
+        out.changed = list(changed.values())
+        fresh_ids = {p["id"] for p in fresh}
+        for p in todo:
+            ann = self._annotations.get(p["id"])
+            if ann is not None:
+                out.annotations.append(ann if p["id"] in fresh_ids else PostAnnotation(
+                    ann.id, ann.cluster, ann.stance, ann.rumour_score, "redelivered"))
+        return out
+
+    def tick(self, now: float | None = None) -> TrackerBatch:
+        """Re-evaluate lifecycle and flags of active clusters at ``now`` (event time,
+        default the watermark); called on a timer so quiet clusters fade."""
+        out = TrackerBatch()
+        ts = self.clusterer.watermark if now is None else now
+        for c in list(self.clusterer.clusters.values()):
+            if c.size < 2 and c.flagged_at is None:
+                continue
+            before = (c.state, c.flagged_at)
+            self._rescore(c, ts, ts, out)
+            if (c.state, c.flagged_at) != before:
+                out.changed.append(c)
+        return out
+
+    def _forget_old_annotations(self) -> None:
+        """Annotations live as long as the clusterer remembers the post id (``ttl_s``)."""
+        limit = self.clusterer.watermark - self.clusterer.settings.ttl_s
+        while self._arrivals:
+            pid, ts = next(iter(self._arrivals.items()))
+            if ts >= limit:
+                break
+            del self._arrivals[pid]
+            if self.clusterer.cluster_of(pid) is None:
+                self._annotations.pop(pid, None)
+
+    def _forget(self, c: Cluster) -> None:
+        self._texts.pop(c.id, None)
+        for pid in (*c.members, *c.kept_roots):
+            self._annotations.pop(pid, None)
+
+    def _stances(self, posts: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        if self.stance is None:
+            return {}
+        texts: list[str] = []
+        parents: list[str | None] = []
+        ids: list[str] = []
+        for p in posts:
+            kind = str(p.get("kind") or "")
+            if kind == "repost" or p.get("repost_of"):
+                continue  # a repost spreads the claim; it says nothing of its own
+            parent_id = p.get("reply_to") or p.get("quote_of")
+            parent = None
+            if isinstance(parent_id, str):
+                pc = self.clusterer.cluster_of(parent_id)
+                parent = pc.summary if pc is not None and pc.summary else ""
+            ids.append(str(p["id"]))
+            texts.append(str(p.get("text") or ""))
+            parents.append(parent)
+        if not ids:
+            return {}
+        results = self.stance.classify(texts, parents)
+        return {pid: str(r.label) for pid, r in zip(ids, results, strict=True)}
+
+    def _claim_probs(self, posts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        if self.claims is None:
+            return {}
+        roots = [p for p in posts if not (p.get("reply_to") or p.get("repost_of")
+                                          or p.get("quote_of"))]
+        if not roots:
+            return {}
+        # a claim model on sentence vectors gets the clusterer's: with its CachedEmbedder
+        # the clusterer then finds them in the cache (one embedding per root, not two)
+        claims: Any = self.claims
+        embedder = getattr(self.clusterer, "embedder", None)
+        wants = getattr(claims, "wants_vectors", None)
+        if embedder is not None and callable(wants) and wants(embedder):
+            probs = claims.probs(roots, vectors=embedder.embed(
+                [str(p.get("text") or "") for p in roots]))
+        else:
+            probs = claims.probs(roots)
+        return {str(p["id"]): float(v) for p, v in zip(roots, probs, strict=True)}
+
+    # ------------------------------------------------------------------ read side
+
+    def annotation(self, post_id: str) -> PostAnnotation | None:
+        return self._annotations.get(post_id)
+
+    def snapshot(self, c: Cluster, now: float | None = None) -> dict[str, Any]:
+        """What the command post sees of a cluster (Redis, CLI, summary)."""
+        ts = self.clusterer.watermark if now is None else now
+        window = self.scorer.settings.velocity_window_s
+        texts = self._texts.get(c.id, {})
+        return {
+            "id": c.id, "summary": c.summary[:SAMPLE_TEXT_CHARS], "size": c.size,
+            "roots": c.roots, "replies": c.replies, "reposts": c.reposts, "quotes": c.quotes,
+            "stance": {k: c.stance.get(k, 0) for k in ("support", "deny", "query", "comment")},
+            "distinct_accounts": len(c.authors), "reach": c.reach,
+            "rumour_score": round(c.score, 4), "state": c.state,
+            "flagged": c.flagged_at is not None,
+            "flagged_at": _iso(c.flagged_at) if c.flagged_at is not None else None,
+            "first_seen": _iso(c.first_seen), "last_seen": _iso(c.last_seen),
+            "velocity": round(c.velocity(ts, window), 3),
+            "top_terms": c.top_terms(self.clusterer.settings.top_terms),
+            "top_spreaders": c.top_spreaders(self.clusterer.settings.top_spreaders),
+            "sample_post_ids": list(c.samples),
+            "sample_posts": [{"id": pid, "text": texts.get(pid, "")} for pid in c.samples],
+        }
+
+    def clusters(self, *, min_size: int = 1) -> list[Cluster]:
+        """Active clusters, highest rumour score first (ties: larger, then id)."""
+        return sorted((c for c in self.clusterer.clusters.values() if c.size >= min_size),
+                      key=lambda c: (-c.score, -c.size, c.id))
+
+    def flagged(self) -> list[Cluster]:
+        return [c for c in self.clusterer.clusters.values()
+                if c.flagged_at is not None and c.state != "resolved"]
+
+    def top_flagged_velocity(self, k: int, now: float | None = None) -> list[float]:
+        """Velocities (posts/min) of the ``k`` fastest flagged clusters, fastest first."""
+        ts = self.clusterer.watermark if now is None else now
+        window = self.scorer.settings.velocity_window_s
+        return sorted((c.velocity(ts, window) for c in self.flagged()), reverse=True)[:k]
+
+
+
+RUMOUR_LABELS = ("rumour", "non-rumour")
+
+
+@dataclass(frozen=True)
+class TrackerEvalReport:
+    """``online``: a source post is flagged by its cluster's score after the batch it arrived
+    in (what the command post saw then); ``at_end``: by its cluster's last score."""
+
+    online: Any  # models.evaluation.ClassificationReport
+    at_end: Any
+    n_posts: int
+    n_clusters: int
+    latency_minutes: list[float]  # per flagged cluster with a rumour: first post -> flag
+
+    def to_dict(self) -> dict[str, Any]:
+        lat = sorted(self.latency_minutes)
+        return {"n_posts": self.n_posts, "n_clusters": self.n_clusters,
+                "online": self.online.to_dict(), "at_end": self.at_end.to_dict(),
+                "detection_latency_minutes": {
+                    "clusters": len(lat),
+                    "median": lat[len(lat) // 2] if lat else None,
+                    "p90": lat[min(len(lat) - 1, int(0.9 * len(lat)))] if lat else None}}
+
+
+def evaluate_tracker(posts: Sequence[Mapping[str, Any]], gold: Mapping[str, bool],
+                     tracker: RumourTracker, *, batch: int = 1) -> TrackerEvalReport:
+    """Replay ``posts`` (sorted by ``created_at``) through ``tracker`` in batches of
+    ``batch`` and score the gold-labelled posts: rumour flag = cluster score >= the
+    scorer's threshold (and the cluster at least ``min_size_to_flag`` posts)."""
+    from models.evaluation import classification_report
+
+    ordered = sorted(posts, key=lambda p: post_ts(p, 0.0))
+    online: dict[str, bool] = {}
+    cluster_of: dict[str, str] = {}
+    clusters: dict[str, Cluster] = {}  # kept after they expire in the tracker
+    thr = tracker.scorer.settings.flag_threshold
+    min_size = tracker.scorer.settings.min_size_to_flag
+    for i in range(0, len(ordered), batch):
+        out = tracker.process(ordered[i:i + batch])
+        for c in out.changed:
+            clusters[c.id] = c
+        for a in out.annotations:
+            if a.id in gold and a.id not in online:
+                cluster_of[a.id] = a.cluster
+                now_c = clusters.get(a.cluster)
+                online[a.id] = a.rumour_score >= thr and (now_c is None
+                                                          or now_c.size >= min_size)
+    ids = [pid for pid in gold if pid in online]
+
+    def label(flag: bool) -> str:
+        return "rumour" if flag else "non-rumour"
+
+    truth = [label(gold[pid]) for pid in ids]
+    at_end: list[str] = []
+    for pid in ids:
+        end_c = clusters.get(cluster_of[pid])
+        at_end.append(label(end_c is not None and end_c.score >= thr
+                            and end_c.size >= min_size))
+    latency = [(c.flagged_at - c.first_seen) / 60.0 for c in clusters.values()
+               if c.flagged_at is not None and any(gold.get(m) for m in c.members)]
+    return TrackerEvalReport(
+        online=classification_report(truth, [label(online[p]) for p in ids], RUMOUR_LABELS),
+        at_end=classification_report(truth, at_end, RUMOUR_LABELS),
+        n_posts=len(ordered), n_clusters=len(clusters), latency_minutes=latency)

@@ -1,0 +1,371 @@
+"""Train crowdwatch's default stance model (support / deny / query / comment).
+
+    python -m models.training.train_stance --seed 13 [--out DIR] [--data /work/shared/data]
+
+Data: ``stance/rumoureval2017-traindev.{posts,labels}.jsonl`` (English PHEME reply threads).
+Every thread is assigned to its PHEME event (from the source post's hashtags/keywords, then
+its date) and everything is validated **leave-one-event-out**: a model trained on the other
+events predicts the held-out event; threads never straddle a split.  The per-class decision
+offsets are chosen *nested*: for each held-out event they are tuned on inner
+leave-one-event-out predictions of the remaining events only, so the reported figures never
+saw the held-out event.  The shipped model is trained on all events, with offsets tuned on
+the outer out-of-fold predictions.
+
+Model: see :mod:`models.stance`.  Optimiser: full-batch L-BFGS (torch on CPU, one thread,
+float64) on the class-weighted multinomial cross-entropy with L2 — the same features, data
+and ``--seed`` give the same weights (nothing is sampled; the seed is recorded and seeds
+torch for good measure).  Hyper-parameters were picked from a small leave-one-event-out
+grid (see docs/stance-model.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.stance import (
+    DENSE,
+    STANCES,
+    FeatureConfig,
+    LinearStanceClassifier,
+    featurize,
+    parent_texts,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_OUT = ROOT / "models" / "weights" / "stance-default"
+K = len(STANCES)
+LAB = {s: i for i, s in enumerate(STANCES)}
+
+# keyword → event, checked in order on the folded source text; then date ranges
+_EVENT_WORDS: tuple[tuple[str, str], ...] = (
+    ("germanwings", r"germanwings|4u9525|lubitz|alps crash"),
+    ("ottawashooting", r"ottawa|cirillo|parliament hill|zehaf"),
+    ("ferguson", r"ferguson|mike ?brown|michael ?brown|darren wilson|henry ?davis"),
+    ("charliehebdo", r"charlie ?hebdo|kouachi|jesuischarlie|paris|france|french|kosher"),
+    ("sydneysiege", r"sydney|lindt|martin ?place|monis|abbott"),
+    ("putinmissing", r"putin|kremlin|kabayeva"),
+    ("prince-toronto", r"prince|massey"),
+    ("ebola-essien", r"ebola|essien"),
+    ("gurlitt", r"gurlitt"),
+)
+_EVENT_DATES: tuple[tuple[str, str, str], ...] = (
+    ("2014-08-01", "2014-09-30", "ferguson"),
+    ("2014-10-01", "2014-10-20", "ebola-essien"),
+    ("2014-10-21", "2014-10-31", "ottawashooting"),
+    ("2014-11-01", "2014-11-30", "prince-toronto"),
+    ("2014-12-01", "2014-12-31", "sydneysiege"),
+    ("2015-01-01", "2015-01-31", "charliehebdo"),
+    ("2015-03-01", "2015-03-20", "putinmissing"),
+    ("2015-03-21", "2015-04-30", "germanwings"),
+)
+
+
+def event_of(source: dict[str, Any]) -> str:
+    text = str(source.get("text") or "").lower()
+    for name, pattern in _EVENT_WORDS:
+        if re.search(pattern, text):
+            return name
+    day = str(source.get("created_at") or "")[:10]
+    for lo, hi, name in _EVENT_DATES:
+        if lo <= day <= hi:
+            return name
+    return "unknown"
+
+
+@dataclass
+class Dataset:
+    ids: list[str]
+    texts: list[str]
+    parents: list[str | None]
+    y: np.ndarray
+    events: list[str]
+    idx: list[np.ndarray]
+    dense: np.ndarray
+
+
+def load_rumoureval(data: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    base = data / "stance" / "rumoureval2017-traindev"
+    posts = [json.loads(line) for line in base.with_suffix(".posts.jsonl").read_text(
+        encoding="utf-8").splitlines() if line.strip()]
+    gold = {}
+    for line in base.with_suffix(".labels.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            gold[str(row["id"])] = str(row["stance"])
+    return posts, gold
+
+
+def build(posts: list[dict[str, Any]], gold: dict[str, str], cfg: FeatureConfig) -> Dataset:
+    by_id = {str(p["id"]): p for p in posts}
+
+    def root_of(p: dict[str, Any]) -> dict[str, Any]:
+        seen = set()
+        while p.get("reply_to") and str(p["reply_to"]) in by_id and p["id"] not in seen:
+            seen.add(p["id"])
+            p = by_id[str(p["reply_to"])]
+        return p
+
+    parents = parent_texts(posts)
+    ds = Dataset([], [], [], np.empty(0, dtype=np.int64), [], [], np.empty((0, len(DENSE))))
+    ys, dens = [], []
+    for p, parent in zip(posts, parents, strict=True):
+        pid = str(p["id"])
+        if pid not in gold:
+            continue
+        idx, d = featurize(str(p.get("text") or ""), parent, cfg)
+        ds.ids.append(pid)
+        ds.texts.append(str(p.get("text") or ""))
+        ds.parents.append(parent)
+        ds.events.append(event_of(root_of(p)))
+        ds.idx.append(idx)
+        dens.append(d)
+        ys.append(LAB[gold[pid]])
+    ds.y = np.asarray(ys, dtype=np.int64)
+    ds.dense = np.asarray(dens, dtype=np.float32)
+    return ds
+
+
+@dataclass(frozen=True)
+class HParams:
+    l2_sparse: float = 1e-3
+    l2_dense: float = 1e-3
+    class_power: float = 1.0  # class weight = (n / count) ** power
+    lexical_dropout_copies: float = 0.5  # weight of the cue-only copy of every post
+    steps: int = 60
+
+
+def _sparse_design(idx: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    counts = np.asarray([len(i) for i in idx], dtype=np.int64)
+    rows = np.repeat(np.arange(len(idx)), counts)
+    cols = np.concatenate(idx) if idx else np.empty(0, dtype=np.int64)
+    scale = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
+    return rows, cols, scale[rows].astype(np.float64)
+
+
+def train(ds: Dataset, sel: np.ndarray, cfg: FeatureConfig, hp: HParams,
+          seed: int) -> LinearStanceClassifier:
+    """Fit on the rows ``sel`` of ``ds`` (plus their cue-only copies)."""
+    idx = [ds.idx[i] for i in sel]
+    dense = ds.dense[sel].astype(np.float64)
+    y = ds.y[sel]
+    n = len(sel)
+    counts = np.bincount(y, minlength=K).astype(np.float64)
+    cw = (n / np.maximum(counts, 1.0)) ** hp.class_power
+    sw = cw[y]
+    if hp.lexical_dropout_copies > 0:
+        idx = idx + [np.empty(0, dtype=np.int64)] * n
+        dense = np.vstack([dense, dense])
+        y = np.concatenate([y, y])
+        sw = np.concatenate([sw, sw * hp.lexical_dropout_copies])
+    sw = sw / sw.sum()
+    rows, cols_full, vals = _sparse_design(idx)
+    used, cols = np.unique(cols_full, return_inverse=True)  # train only the seen buckets
+    nu = len(used)
+    m = len(y)
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    crow = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=m))))
+    # rows ascend and each row's buckets ascend (np.unique), as CSR wants
+    x_sp = torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(cols),
+                                   torch.from_numpy(vals), (m, nu), dtype=torch.float64,
+                                   check_invariants=False)
+    x_dn = torch.from_numpy(dense)
+    yt = torch.from_numpy(y)
+    swt = torch.from_numpy(sw)
+    ws = torch.zeros((nu, K), dtype=torch.float64, requires_grad=True)
+    wd = torch.zeros((len(DENSE), K), dtype=torch.float64, requires_grad=True)
+    reg_d = torch.full((len(DENSE), 1), hp.l2_dense, dtype=torch.float64)
+    reg_d[0] = 0.0  # no penalty on the bias
+    opt = torch.optim.LBFGS([ws, wd], lr=1.0, max_iter=hp.steps, history_size=20,
+                            tolerance_grad=1e-9, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        z = torch.sparse.mm(x_sp, ws) + x_dn @ wd
+        nll = torch.nn.functional.cross_entropy(z, yt, reduction="none")
+        loss = (nll * swt).sum() + 0.5 * hp.l2_sparse * (ws * ws).sum() \
+            + 0.5 * (reg_d * wd * wd).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    w_full = np.zeros((cfg.dim, K), dtype=np.float32)
+    w_full[used] = ws.detach().numpy()  # buckets never seen in training stay exactly zero
+    wd_np = wd.detach().numpy()
+    return LinearStanceClassifier(w_full, wd_np.astype(np.float32),
+                                  np.zeros(K, dtype=np.float32), cfg)
+
+
+def scores(model: LinearStanceClassifier, ds: Dataset, sel: np.ndarray) -> np.ndarray:
+    """Log-probabilities for rows ``sel`` (from the precomputed features)."""
+    z = ds.dense[sel] @ model.w_dense
+    for r, i in enumerate(sel):
+        ix = ds.idx[i]
+        if len(ix):
+            z[r] += model.w_sparse[ix].sum(axis=0) / np.sqrt(len(ix))
+    z = z - z.max(axis=1, keepdims=True)
+    out: np.ndarray = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return out
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    f1s = []
+    for k in range(K):
+        tp = float(np.sum((pred == k) & (y == k)))
+        fp = float(np.sum((pred == k) & (y != k)))
+        fn = float(np.sum((pred != k) & (y == k)))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return float(np.mean(f1s))
+
+
+def per_class_f1(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    out = {}
+    for k, s in enumerate(STANCES):
+        tp = float(np.sum((pred == k) & (y == k)))
+        fp = float(np.sum((pred == k) & (y != k)))
+        fn = float(np.sum((pred != k) & (y == k)))
+        out[s] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return out
+
+
+def tune_offsets(logp: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-class offsets (comment fixed at 0) maximising macro-F1, coordinate ascent on a
+    grid; ties keep the offset closest to 0."""
+    off = np.zeros(K)
+    grid = np.round(np.arange(-2.0, 2.0001, 0.1), 2)
+    best = macro_f1(y, (logp + off).argmax(1))
+    for _ in range(3):
+        changed = False
+        for k in range(K):
+            if STANCES[k] == "comment":
+                continue
+            cand = off.copy()
+            for v in sorted(grid, key=abs):
+                cand[k] = v
+                f = macro_f1(y, (logp + cand).argmax(1))
+                if f > best + 1e-9:
+                    best, off, changed = f, cand.copy(), True
+        if not changed:
+            break
+    return off
+
+
+def oof_logp(ds: Dataset, sel: np.ndarray, cfg: FeatureConfig, hp: HParams,
+             seed: int) -> np.ndarray:
+    """Leave-one-event-out log-probabilities for the rows ``sel``."""
+    events = np.asarray(ds.events)[sel]
+    out = np.zeros((len(sel), K))
+    for ev in sorted(set(events)):
+        test = events == ev
+        model = train(ds, sel[~test], cfg, hp, seed)
+        out[test] = scores(model, ds, sel[test])
+    return out
+
+
+def loeo_report(ds: Dataset, cfg: FeatureConfig, hp: HParams, seed: int,
+                nested: bool = True) -> dict[str, Any]:
+    allrows = np.arange(len(ds.y))
+    events = np.asarray(ds.events)
+    logp = np.zeros((len(ds.y), K))
+    pred_nested = np.zeros(len(ds.y), dtype=np.int64)
+    per_event: dict[str, Any] = {}
+    for ev in sorted(set(ds.events)):
+        test = events == ev
+        train_rows = allrows[~test]
+        model = train(ds, train_rows, cfg, hp, seed)
+        logp[test] = scores(model, ds, allrows[test])
+        if nested:
+            inner = oof_logp(ds, train_rows, cfg, hp, seed)
+            off = tune_offsets(inner, ds.y[train_rows])
+        else:
+            off = np.zeros(K)
+        pred_nested[test] = (logp[test] + off).argmax(1)
+        y = ds.y[test]
+        per_event[ev] = {
+            "n": int(test.sum()),
+            "labels": dict(Counter(STANCES[k] for k in y)),
+            "macro_f1_raw": round(macro_f1(y, logp[test].argmax(1)), 4),
+            "macro_f1": round(macro_f1(y, pred_nested[test]), 4),
+            "offsets": [round(float(v), 2) for v in off],
+        }
+    y = ds.y
+    pooled_off = tune_offsets(logp, y)
+    return {
+        "events": per_event,
+        "pooled_macro_f1_argmax": round(macro_f1(y, logp.argmax(1)), 4),
+        "pooled_macro_f1_nested_offsets": round(macro_f1(y, pred_nested), 4),
+        "per_class_f1_nested_offsets": {k: round(v, 4)
+                                        for k, v in per_class_f1(y, pred_nested).items()},
+        "per_class_f1_argmax": {k: round(v, 4) for k, v in per_class_f1(y, logp.argmax(1)).items()},
+        "mean_event_macro_f1_nested": round(float(np.mean(
+            [v["macro_f1"] for v in per_event.values()])), 4),
+        "accuracy_nested": round(float(np.mean(pred_nested == y)), 4),
+        "pooled_offsets": [round(float(v), 2) for v in pooled_off],
+        "pooled_macro_f1_pooled_offsets_optimistic": round(
+            macro_f1(y, (logp + pooled_off).argmax(1)), 4),
+        "_logp": logp,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--hash-bits", type=int, default=18)
+    ap.add_argument("--no-char-ngrams", action="store_true")
+    ap.add_argument("--no-parent-words", action="store_true")
+    ap.add_argument("--l2", type=float, default=HParams.l2_sparse)
+    ap.add_argument("--l2-dense", type=float, default=HParams.l2_dense)
+    ap.add_argument("--class-power", type=float, default=HParams.class_power)
+    ap.add_argument("--cue-copies", type=float, default=HParams.lexical_dropout_copies)
+    ap.add_argument("--steps", type=int, default=HParams.steps)
+    ap.add_argument("--no-nested", action="store_true", help="skip nested offset tuning")
+    ap.add_argument("--no-write", action="store_true", help="report only")
+    args = ap.parse_args(argv)
+
+    t0 = time.time()
+    cfg = FeatureConfig(1 << args.hash_bits, not args.no_char_ngrams, not args.no_parent_words)
+    hp = HParams(args.l2, args.l2_dense, args.class_power, args.cue_copies, args.steps)
+    posts, gold = load_rumoureval(args.data)
+    ds = build(posts, gold, cfg)
+    ev_counts = Counter(ds.events)
+    print(f"posts {len(ds.y)}  labels {dict(Counter(STANCES[k] for k in ds.y))}")  # noqa: T201
+    print(f"events {dict(sorted(ev_counts.items()))}")  # noqa: T201
+    rep = loeo_report(ds, cfg, hp, args.seed, nested=not args.no_nested)
+    logp = rep.pop("_logp")
+    print(json.dumps(rep, indent=2))  # noqa: T201
+
+    model = train(ds, np.arange(len(ds.y)), cfg, hp, args.seed)
+    model.offsets = np.asarray(rep["pooled_offsets"], dtype=np.float32)
+    model.meta = {
+        "trained_on": "rumoureval2017-traindev (all events)", "seed": args.seed,
+        "hparams": hp.__dict__,
+        "loeo": {k: rep[k] for k in ("pooled_macro_f1_nested_offsets",
+                                     "per_class_f1_nested_offsets",
+                                     "mean_event_macro_f1_nested", "pooled_macro_f1_argmax")},
+        "loeo_per_event_macro_f1": {k: v["macro_f1"] for k, v in rep["events"].items()},
+    }
+    del logp
+    if not args.no_write:
+        model.save(args.out)
+        size = sum(f.stat().st_size for f in Path(args.out).iterdir())
+        print(f"wrote {args.out} ({size / 1024:.0f} KiB) in {time.time() - t0:.0f}s")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

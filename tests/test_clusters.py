@@ -1,0 +1,594 @@
+"""Online claim clustering (models.clusters): Hypothesis properties and examples.
+
+Properties: every post lands in exactly one cluster; the same input in the same order gives
+the same clusters; re-delivered posts change nothing; cluster ids derive from the post that
+opened them; ``add_batch`` equals ``add`` one by one. The model-free ``HashingEmbedder`` or a
+fake embedder stands in for the transformer (one ``slow`` test loads the real one).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from models.clusters import (
+    ENGAGEMENT_KINDS,
+    Assignment,
+    Cluster,
+    ClusterInput,
+    ClusterSettings,
+    OnlineClusterer,
+    claim_words,
+    cluster_id_for,
+    input_from_post,
+    partition,
+)
+from models.embed import HashingEmbedder, embed_key
+from models.generate import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_809_000_000.0  # 2027-04-27, Koningsdag
+TTL = 600.0
+
+PROPS = settings(max_examples=60, deadline=None,
+                 phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# small vocabulary: claims, near-duplicate variants of them, chatter and short noise
+CLAIMS = (
+    "Brand in de metro bij Centraal Station, alles ontruimd",
+    "Bommelding op de Dam, politie zet alles af",
+    "Fire in the metro at Central Station, everything evacuated",
+    "Bomb threat on Dam Square, police closing the area",
+    "Schietpartij bij Rembrandtplein volgens vrienden van mij",
+    "Gratis bier bij de Westerkerk tot vijf uur",
+)
+VARIANTS = ("", "!", "!!", " #koningsdag", " https://t.co/x1", " echt waar??", " volgens mij")
+PREFIXES = ("", "RT @jan: ", "RT @kim_020: ", "Wow: ")
+NOISE = ("wow", "haha", "!!!", "lol ok", "", "Dansen op de gracht", "Biertje in de zon 🍻")
+
+
+def _text() -> st.SearchStrategy[str]:
+    claim = st.builds(lambda p, c, v: p + c + v, st.sampled_from(PREFIXES),
+                      st.sampled_from(CLAIMS), st.sampled_from(VARIANTS))
+    return st.one_of(claim, claim, st.sampled_from(NOISE))
+
+
+@st.composite
+def post_sequences(draw: st.DrawFn, *, expiry: bool = False, redeliver: bool = True,
+                   max_posts: int = 30) -> list[ClusterInput]:
+    """Posts in arrival order: roots, engagements pointing at earlier, later or never-seen
+    ids, event time moving forward (with jumps beyond the TTL when ``expiry``) and
+    re-deliveries of earlier posts at random points."""
+    n = draw(st.integers(1, max_posts))
+    ids = [f"p{i}" for i in range(n)]
+    out: list[ClusterInput] = []
+    ts = T0
+    for i in range(n):
+        if out and redeliver and draw(st.integers(0, 5)) == 0:
+            out.append(draw(st.sampled_from(out)))
+        if expiry and draw(st.integers(0, 7)) == 0:
+            ts += TTL + draw(st.floats(1.0, 2 * TTL))
+        else:
+            ts += draw(st.floats(0.0, 60.0))
+        kind = draw(st.sampled_from(("post", "post", "reply", "repost", "quote")))
+        parent = None
+        if kind in ENGAGEMENT_KINDS:
+            parent = draw(st.sampled_from([*ids, "x0", "x1"]))  # earlier, later or never
+        out.append(ClusterInput(
+            id=ids[i], text=draw(_text()), ts=ts, kind=kind, parent=parent,
+            author=draw(st.sampled_from(("a", "b", "c", None))),
+            followers=draw(st.integers(0, 5000)), verified=draw(st.booleans()),
+            stance=draw(st.sampled_from((None, "support", "deny", "query", "comment"))),
+            claim_prob=draw(st.sampled_from((None, 0.2, 0.9)))))
+    return out
+
+
+def _clusterer(embedder: bool = True, **kw: Any) -> OnlineClusterer:
+    return OnlineClusterer(ClusterSettings(**kw), HashingEmbedder() if embedder else None)
+
+
+def _feed(c: OnlineClusterer, posts: Sequence[ClusterInput]) -> list[Assignment]:
+    return [c.add(p) for p in posts]
+
+
+def _counters(cl: Cluster) -> dict[str, Any]:
+    return {
+        "size": cl.size, "roots": cl.roots, "replies": cl.replies, "reposts": cl.reposts,
+        "quotes": cl.quotes, "stance": dict(cl.stance), "reach": cl.reach,
+        "authors": set(cl.authors), "members": list(cl.members), "reserved": list(cl.reserved),
+        "first_seen": cl.first_seen, "last_seen": cl.last_seen, "minutes": dict(cl.minutes),
+        "verified": cl.verified_posts, "official": cl.official_posts,
+        "claim": (cl.claim_sum, cl.claim_n), "terms": dict(cl.terms), "samples": list(cl.samples),
+        "summary": cl.summary, "peak": cl.peak_velocity, "spreaders": dict(cl.spreaders),
+        "centroid": None if cl.centroid is None else cl.centroid.tolist(),
+    }
+
+
+def _state(c: OnlineClusterer) -> dict[str, Any]:
+    return {"clusters": {cid: _counters(cl) for cid, cl in c.clusters.items()},
+            "order": list(c.clusters), "tracked": c.tracked_posts,
+            "watermark": c.watermark, "expired": c.expired_total}
+
+
+# ---------------------------------------------------------------------------- properties
+
+
+@PROPS
+@given(post_sequences())
+def test_every_post_lands_in_exactly_one_cluster(posts: list[ClusterInput]) -> None:
+    c = _clusterer()
+    assignments = _feed(c, posts)
+    parts = partition(assignments)
+    distinct = {p.id for p in posts}
+    listed = [pid for members in parts.values() for pid in members]
+    assert sorted(listed) == sorted(distinct)  # each id in exactly one cluster
+    first = {pid: cid for cid, members in parts.items() for pid in members}
+    seen: set[str] = set()
+    for a in assignments:  # later deliveries return the first assignment
+        if a.post_id in seen:
+            assert a.how == "redelivered" and a.cluster_id == first[a.post_id]
+        else:
+            assert a.how != "redelivered"
+        seen.add(a.post_id)
+    # no expiry in these sequences: the clusterer's own view is the same partition
+    assert set(parts) <= set(c.clusters)
+    for cid, cl in c.clusters.items():
+        assert list(cl.members) == parts.get(cid, [])
+        assert cl.size == len(cl.members) == cl.roots + cl.replies + cl.reposts + cl.quotes
+    assert sum(cl.size for cl in c.clusters.values()) == len(distinct)
+    for pid in distinct:
+        assert c.cluster_of(pid) is not None
+        assert c.cluster_of(pid).id == first[pid]  # type: ignore[union-attr]
+    # reserved parents that never came are tracked but are not members
+    reserved = {r for cl in c.clusters.values() for r in cl.reserved} - distinct
+    assert c.tracked_posts == len(distinct) + len(reserved)
+
+
+@PROPS
+@given(post_sequences(expiry=True))
+def test_with_expiry_no_post_is_in_two_live_clusters(posts: list[ClusterInput]) -> None:
+    c = _clusterer(ttl_s=TTL)
+    assignments: list[Assignment] = []
+    expired: list[Cluster] = []
+    latest: dict[str, Cluster] = {}  # post -> the cluster object of its last placement
+    arrived: dict[str, float] = {}
+    for p in posts:
+        a = c.add(p)
+        assignments.append(a)
+        if a.how != "redelivered" and a.cluster_id in c.clusters:
+            latest[p.id] = c.clusters[a.cluster_id]
+            arrived[p.id] = p.ts
+        gone = c.expire(c.watermark)
+        assert all(c.clusters.get(cl.id) is not cl for cl in gone)
+        expired.extend(gone)
+        owner: dict[str, str] = {}
+        for cid, cl in c.clusters.items():
+            assert cl.last_seen >= c.watermark - TTL
+            remembered = set(cl.members) | set(cl.kept_roots)
+            # ids older than the TTL are forgotten (first roots excepted), never miscounted
+            assert cl.size == len(remembered) + cl.forgotten
+            for pid in remembered:
+                assert pid not in owner, f"{pid} in {owner.get(pid)} and {cid}"
+                owner[pid] = cid
+                assert c.cluster_of(pid) is cl
+    # a post is a member of the cluster of its last placement while that cluster lives
+    for pid, cl in latest.items():
+        if c.clusters.get(cl.id) is cl and arrived[pid] >= c.watermark - TTL:
+            assert pid in cl.members
+    for a in assignments:  # re-deliveries come back to the live cluster the post is in
+        if a.how == "redelivered":
+            assert a.post_id in latest
+    # each expired cluster is handed out by expire() once, when it is gone (an id can come
+    # back: a post re-delivered after its cluster expired opens cluster_id_for(post) again)
+    assert len({id(cl) for cl in expired}) == len(expired) == c.expired_total
+
+
+@PROPS
+@given(post_sequences(expiry=True), st.booleans())
+def test_same_input_same_order_same_clusters(posts: list[ClusterInput], embed: bool) -> None:
+    a, b = _clusterer(embed, ttl_s=TTL), _clusterer(embed, ttl_s=TTL)
+    assert _feed(a, posts) == _feed(b, posts)
+    assert _state(a) == _state(b)
+
+
+@PROPS
+@given(post_sequences(expiry=True, max_posts=40), st.data())
+def test_add_batch_equals_add_one_by_one(posts: list[ClusterInput], data: st.DataObject) -> None:
+    one = _clusterer(ttl_s=TTL)
+    batched = _clusterer(ttl_s=TTL)
+    expected = _feed(one, posts)
+    got: list[Assignment] = []
+    i = 0
+    while i < len(posts):
+        k = data.draw(st.integers(1, 12))
+        got.extend(batched.add_batch(posts[i:i + k]))
+        i += k
+    assert got == expected
+    assert _state(batched) == _state(one)
+
+
+@PROPS
+@given(post_sequences(redeliver=False), st.data())
+def test_redelivered_posts_change_nothing(posts: list[ClusterInput],
+                                          data: st.DataObject) -> None:
+    c = _clusterer()
+    first = {a.post_id: a.cluster_id for a in _feed(c, posts)}
+    before = copy.deepcopy(_state(c))
+    again = data.draw(st.lists(st.sampled_from(posts), min_size=1, max_size=20))
+    use_batch = data.draw(st.booleans())
+    out = c.add_batch(again) if use_batch else _feed(c, again)
+    for p, a in zip(again, out, strict=True):
+        assert a.how == "redelivered" and a.redelivered and not a.new_cluster
+        assert a.cluster_id == first[p.id]
+        assert a.size == c.clusters[a.cluster_id].size
+    assert _state(c) == before
+
+
+@PROPS
+@given(post_sequences(expiry=True), st.booleans())
+def test_cluster_ids_derive_from_the_opening_post(posts: list[ClusterInput],
+                                                  engagement: bool) -> None:
+    c = _clusterer(ttl_s=TTL)
+    for p, a in zip(posts, _feed(c, posts), strict=True):
+        if a.how == "new":
+            opener = p.parent if p.parent and p.kind in ENGAGEMENT_KINDS else p.id
+            assert a.cluster_id == cluster_id_for(opener)
+    # whatever came before, a fresh post with an unrelated claim opens cluster_id_for(id)
+    ts = max((p.ts for p in posts), default=T0) + 1.0
+    if engagement:
+        p = ClusterInput("fresh", "ok", ts, kind="reply", parent="never-seen")
+        assert c.add(p) == Assignment("fresh", cluster_id_for("never-seen"), "new", 1)
+    else:
+        p = ClusterInput("fresh", "Zwavelgele okapi jongleert driehoekige xylofoons", ts)
+        assert c.add(p) == Assignment("fresh", cluster_id_for("fresh"), "new", 1)
+
+
+# ---------------------------------------------------------------------------- examples
+
+
+def test_dutch_retweet_copies_join_as_near_duplicates() -> None:
+    for embedder in (True, False):
+        c = _clusterer(embedder)
+        root = c.add(ClusterInput("1", "Brand in de metro bij Centraal Station, alles ontruimd!",
+                                  T0))
+        copies = [
+            "RT @jan: Brand in de metro bij Centraal Station, alles ontruimd!",
+            "Brand in de metro bij Centraal Station, alles ontruimd https://t.co/abc",
+            "brand in de METRO bij centraal station... alles ontruimd #koningsdag",
+        ]
+        out = [c.add(ClusterInput(f"c{i}", t, T0 + i + 1)) for i, t in enumerate(copies)]
+        assert root.how == "new" and root.cluster_id == cluster_id_for("1")
+        assert [a.how for a in out] == ["near_duplicate"] * 3
+        assert {a.cluster_id for a in out} == {root.cluster_id}
+        other = c.add(ClusterInput("o", "Bommelding op de Dam, politie zet alles af", T0 + 9))
+        assert other.how == "new" and other.cluster_id != root.cluster_id
+        cl = c.clusters[root.cluster_id]
+        assert (cl.size, cl.roots) == (4, 4)
+
+
+def test_reply_repost_and_quote_join_the_root() -> None:
+    c = _clusterer()
+    root = c.add(ClusterInput("r", "Bommelding op de Dam, politie zet alles af", T0,
+                              author="a", followers=100))
+    out = [c.add(ClusterInput("1", "klopt dit?", T0 + 1, "reply", "r", author="b",
+                              followers=10, stance="query")),
+           c.add(ClusterInput("2", "RT @a: Bommelding op de Dam", T0 + 2, "repost", "r",
+                              author="c", followers=1)),
+           c.add(ClusterInput("3", "Onzin, heb net gebeld", T0 + 3, "quote", "r", author="b",
+                              stance="deny")),
+           c.add(ClusterInput("4", "echt?", T0 + 4, "reply", "1", author="d"))]  # reply to reply
+    assert [a.how for a in out] == ["thread"] * 4
+    assert {a.cluster_id for a in out} == {root.cluster_id}
+    cl = c.clusters[root.cluster_id]
+    assert (cl.size, cl.roots, cl.replies, cl.reposts, cl.quotes) == (5, 1, 2, 1, 1)
+    assert cl.reach == 111 and cl.authors == {"a", "b", "c", "d"}
+    assert dict(cl.stance) == {"query": 1, "deny": 1}
+    assert [a.size for a in out] == [2, 3, 4, 5]
+
+
+def test_an_early_reply_reserves_the_parents_cluster() -> None:
+    c = _clusterer()
+    reply = c.add(ClusterInput("re", "is dit waar??", T0, "reply", "parent"))
+    assert reply == Assignment("re", cluster_id_for("parent"), "new", 1)
+    assert c.tracked_posts == 2 and len(c) == 1  # the reserved parent is tracked
+    assert c.cluster_of("parent") is c.clusters[reply.cluster_id]
+    parent = c.add(ClusterInput("parent", "Schietpartij bij Rembrandtplein, iedereen rent weg",
+                                T0 + 5))
+    assert parent == Assignment("parent", reply.cluster_id, "thread", 2)
+    cl = c.clusters[reply.cluster_id]
+    assert (cl.size, cl.roots, cl.replies) == (2, 1, 1)
+    assert list(cl.members) == ["re", "parent"]
+    assert c.add(ClusterInput("parent", "Schietpartij bij Rembrandtplein, iedereen rent weg",
+                              T0 + 5)).how == "redelivered"
+    # the parent's text is indexed: a copy of it now joins by near-duplicate
+    dup = c.add(ClusterInput("d", "RT @x: Schietpartij bij Rembrandtplein, iedereen rent weg",
+                             T0 + 6))
+    assert dup.how == "near_duplicate" and dup.cluster_id == reply.cluster_id
+
+
+def test_short_texts_never_join_by_similarity() -> None:
+    for embedder in (True, False):
+        c = _clusterer(embedder)
+        out = [c.add(ClusterInput(f"s{i}", t, T0 + i))
+               for i, t in enumerate(("wow", "wow", "WOW!!", "wow wow", "haha ok", "", "!!!"))]
+        assert [a.how for a in out] == ["new"] * len(out)
+        assert len({a.cluster_id for a in out}) == len(out)
+        assert all(len(claim_words(t)) < 3 for t in ("wow", "wow wow", "haha ok"))
+    assert not claim_words("RT @jan: https://t.co/x de het een")
+
+
+class FakeEmbedder:
+    """Chosen texts map to chosen unit vectors; anything else to a fixed random unit vector
+    per text (deterministic, far from the chosen ones in expectation)."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], dim: int = 16) -> None:
+        self._dim = dim
+        self.vectors = {embed_key(k): v / np.linalg.norm(v) for k, v in vectors.items()}
+        self.calls: list[list[str]] = []
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            v = self.vectors.get(embed_key(t))
+            if v is None:
+                seed = hashlib.blake2b(embed_key(t).encode("utf-8"), digest_size=8).digest()
+                v = np.random.default_rng(int.from_bytes(seed, "little")).standard_normal(
+                    self._dim)
+                v /= np.linalg.norm(v)
+            out[i] = v
+        return out
+
+
+def _angle(deg: float, dim: int = 16) -> np.ndarray:
+    v = np.zeros(dim, dtype=np.float32)
+    v[0], v[1] = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return v
+
+
+A = "Brand in de metro bij Centraal Station"
+B = "Fire in the subway near Central Station"  # a paraphrase: cos(A, B) = cos 10° = 0.985
+C = "Smoke seen around the station building"  # cos(B, C) = 0.985, cos(A, C) = cos 20° = 0.94
+D = "Rook rond het station gezien"  # cos(C, D) = 0.985, cos(A, D) = cos 30° = 0.87
+E = "Vuur in de ondergrondse"  # cos(A, E) = cos 5° but no content word in common
+
+
+def test_semantic_joining_uses_the_fixed_anchor_of_the_claim() -> None:
+    fake = FakeEmbedder({A: _angle(0), B: _angle(10), C: _angle(20), D: _angle(30),
+                         E: _angle(5)})
+    c = OnlineClusterer(ClusterSettings(), fake)
+    a = c.add(ClusterInput("a", A, T0))
+    b = c.add(ClusterInput("b", B, T0 + 1))
+    cc = c.add(ClusterInput("c", C, T0 + 2))
+    assert a.how == "new"
+    assert (b.how, b.cluster_id) == ("semantic", a.cluster_id)
+    assert (cc.how, cc.cluster_id) == ("semantic", a.cluster_id)
+    anchor = c.clusters[a.cluster_id].centroid
+    assert anchor is not None and np.allclose(anchor, fake.vectors[embed_key(A)])
+    assert ClusterSettings().semantic_cosine > math.cos(math.radians(30))
+    # D is close to C (and to a running mean of A, B, C: cos 20° = 0.94) and shares the word
+    # "station", but it is not close to the claim itself
+    d = c.add(ClusterInput("d", D, T0 + 3))
+    assert d.how == "new" and d.cluster_id == cluster_id_for("d")
+    assert np.allclose(c.clusters[a.cluster_id].centroid, anchor)  # type: ignore[arg-type]
+    # close in embedding space but no content word shared with the claim's first roots
+    assert c.add(ClusterInput("e", E, T0 + 4)).how == "new"
+    # unrelated text opens its own cluster
+    assert c.add(ClusterInput("f", "Gratis bier bij de Westerkerk", T0 + 5)).how == "new"
+
+
+def test_a_cluster_without_an_anchor_gets_one_from_its_first_embedded_root() -> None:
+    # the early reply opens a cluster without a vector; its first new-root vector is not
+    # used by a thread join, so a paraphrase cannot join it until some root anchors it
+    fake = FakeEmbedder({A: _angle(0), B: _angle(10)})
+    c = OnlineClusterer(ClusterSettings(), fake)
+    c.add(ClusterInput("re", "waar??", T0, "reply", "a"))
+    c.add(ClusterInput("a", A, T0 + 1))  # joins the reserved cluster as a thread
+    assert c.clusters[cluster_id_for("a")].centroid is None
+    b = c.add(ClusterInput("b", B, T0 + 2))
+    assert b.how == "new"
+    assert c.clusters[b.cluster_id].centroid is not None
+
+
+def test_add_batch_embeds_once_and_equals_add() -> None:
+    texts = {A: _angle(0), B: _angle(10), C: _angle(20)}
+    posts = [ClusterInput("re", "waar??", T0, "reply", "a"),
+             ClusterInput("a", A, T0 + 1),
+             ClusterInput("a2", "RT @x: " + A, T0 + 2),  # near-duplicate of a, same batch
+             ClusterInput("b", B, T0 + 3),
+             ClusterInput("b2", B + "!", T0 + 4),
+             ClusterInput("c", C, T0 + 5),
+             ClusterInput("w", "wow", T0 + 6)]
+    one, batched = (OnlineClusterer(ClusterSettings(), FakeEmbedder(texts)) for _ in range(2))
+    expected = _feed(one, posts)
+    assert batched.add_batch(posts) == expected
+    assert _state(batched) == _state(one)
+    fake = batched.embedder
+    assert isinstance(fake, FakeEmbedder)
+    assert len(fake.calls) == 1  # one call for the batch; short texts and threads skipped
+    assert "wow" not in fake.calls[0] and "waar??" not in fake.calls[0]
+
+
+def test_add_batch_equals_add_on_generated_traffic() -> None:
+    traffic = generate("rumour-rebuttal", seed=5, n_posts=1500, duration_minutes=600)
+    inputs = [_input(p) for p in traffic.posts]
+    one, batched = _clusterer(ttl_s=1800), _clusterer(ttl_s=1800)
+    expected = _feed(one, inputs)
+    got = [a for i in range(0, len(inputs), 97) for a in batched.add_batch(inputs[i:i + 97])]
+    assert got == expected
+    assert _state(batched) == _state(one)
+    hows = {a.how for a in got}
+    assert {"new", "thread", "near_duplicate"} <= hows
+    assert one.expired_total > 0
+
+
+def _input(post: dict[str, Any]) -> ClusterInput:
+    from datetime import datetime
+
+    ts = datetime.fromisoformat(post["created_at"].replace("Z", "+00:00")).timestamp()
+    return input_from_post(post, ts=ts, author_key=str(post["author"]["id"]))
+
+
+def test_expiry_releases_members_and_expire_reports_it() -> None:
+    c = _clusterer(ttl_s=TTL)
+    c.add(ClusterInput("a", "Brand in de metro bij Centraal Station", T0))
+    c.add(ClusterInput("a2", "RT @j: Brand in de metro bij Centraal Station", T0 + 10))
+    c.add(ClusterInput("r", "echt?", T0 + 20, "reply", "a"))
+    c.add(ClusterInput("q", "hoezo", T0 + 30, "reply", "not-yet"))
+    assert (len(c), c.tracked_posts) == (2, 5)
+    late = c.add(ClusterInput("z", "Gratis bier bij de Westerkerk tot vijf uur", T0 + 700))
+    assert (len(c), c.tracked_posts) == (1, 1)
+    assert c.cluster_of("a") is None and c.cluster_of("not-yet") is None
+    assert c.expired_total == 2
+    # add() expired them; expire() hands them to the caller once
+    gone = c.expire(c.watermark)
+    assert sorted(cl.id for cl in gone) == sorted([cluster_id_for("a"),
+                                                   cluster_id_for("not-yet")])
+    assert c.expire(c.watermark) == []
+    # after its cluster expired a re-delivered post is new again (documented)
+    again = c.add(ClusterInput("a", "Brand in de metro bij Centraal Station", T0))
+    assert again.how == "new" and again.cluster_id == cluster_id_for("a")
+    assert late.cluster_id in c.clusters
+    # the index forgets expired roots: no near-duplicate match against expired clusters
+    assert "a2" not in c._lsh and len(c._lsh) <= 2
+
+
+def test_memory_stays_bounded_under_a_long_stream() -> None:
+    c = _clusterer(ttl_s=TTL)
+    def word(i: int, k: int) -> str:
+        return hashlib.blake2b(f"{i}/{k}".encode(), digest_size=4).hexdigest().translate(
+            str.maketrans("0123456789", "ghijklmnop"))
+
+    peak_clusters = peak_tracked = 0
+    n = 6000
+    for i in range(n):
+        ts = T0 + 10.0 * i  # 10 s apart: at most 61 posts inside the TTL
+        if i % 3 == 2:
+            p = ClusterInput(f"p{i}", "klopt dat?", ts, "reply", f"p{i - 1}")
+        else:
+            w = [word(i, k) for k in range(4)]
+            p = ClusterInput(f"p{i}", f"melding {' '.join(w)} bij station", ts)
+        c.add(p)
+        if i % 500 == 499:
+            c.expire(c.watermark)  # like the tracker; not required for the bound
+        peak_clusters = max(peak_clusters, len(c))
+        peak_tracked = max(peak_tracked, c.tracked_posts)
+    window = int(TTL / 10.0) + 1
+    assert c.expired_total > n // 10
+    assert peak_tracked <= window + 1
+    assert peak_clusters <= window + 1
+    assert len(c._lsh) <= peak_tracked
+    indexed = sum(len(v) for table in c._buckets for v in table.values())
+    assert indexed <= c.settings.ann_tables * len(c)
+    assert len(c._expired_pending) <= max(1024, peak_clusters)
+
+
+def test_expired_clusters_held_for_expire_are_capped() -> None:
+    c = _clusterer(False, ttl_s=10.0)
+    for i in range(5000):  # one-post clusters, each expiring on the next post
+        c.add(ClusterInput(f"p{i}", f"uniek {i}", T0 + 20.0 * i))
+    assert len(c) == 1 and c.expired_total == 4999
+    assert len(c._expired_pending) <= 1024
+    assert len(c.expire(c.watermark)) <= 1024 and not c._expired_pending
+
+
+def test_input_from_post_maps_engagements() -> None:
+    post = {"id": "9", "text": "RT @a: x", "repost_of": "1", "author": {"followers": 12,
+                                                                          "verified": True}}
+    inp = input_from_post(post, ts=5.0, author_key="k")
+    assert (inp.kind, inp.parent, inp.followers, inp.verified, inp.author) == (
+        "repost", "1", 12, True, "k")
+    assert input_from_post({"id": "1", "text": "hoi"}, ts=1.0).kind == "post"
+
+
+# ---------------------------------------------------------------------------- benchmark
+
+
+def test_benchmark_runs_with_tiny_sizes(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "bench_clusters", ROOT / "benchmarks" / "bench_clusters.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_clusters", bench)  # dataclasses look it up
+    spec.loader.exec_module(bench)
+    rc = bench.main(["--posts", "3000", "--naive", "1500", "--scaling", "200",
+                     "--window", "500", "--progress", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "per-post cost after 3,000 posts / after 1,000 posts" in out
+    assert "exact scan" in out and "scan/LSH" in out
+
+
+# ---------------------------------------------------------------------------- real model
+
+PAIRS = [  # (a, b, paraphrase?)
+    pytest.param("Brand in de metro bij Centraal Station, alles ontruimd",
+                 "Fire in the metro at Amsterdam Central, station evacuated", True, id="fire"),
+    pytest.param("Bommelding op de Dam, politie zet het plein af",
+                 "Bomb threat on Dam Square, police are closing it off", True, id="bomb"),
+    pytest.param("Er is een schietpartij geweest bij het Rembrandtplein",
+                 "Shots fired near Rembrandtplein, people running", True, id="shots"),
+    pytest.param("Brand in de metro bij Centraal Station, alles ontruimd",
+                 "Wat een heerlijk weer vandaag op de grachten", False, id="fire-weather"),
+    pytest.param("Bommelding op de Dam, politie zet het plein af",
+                 "Gratis bier bij de Westerkerk tot vijf uur", False, id="bomb-beer"),
+    pytest.param("Er is een schietpartij geweest bij het Rembrandtplein",
+                 "The DJ at Museumplein is amazing, great vibes", False, id="shots-dj"),
+]
+
+
+@pytest.fixture(scope="module")
+def default_embedder() -> Any:
+    from models.embed import load_embedder
+
+    try:
+        embedder = load_embedder("default", threads=2)
+    except Exception as exc:  # any failure to build or load the model
+        pytest.skip(f"default embedder unavailable: {exc}")
+    if embedder is None:
+        pytest.skip("default embedder unavailable")
+    return embedder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("a", "b", "paraphrase"), PAIRS)
+def test_default_embedder_threshold_separates_paraphrases_from_unrelated(
+        default_embedder: Any, a: str, b: str, paraphrase: bool) -> None:
+    threshold = ClusterSettings().semantic_cosine
+    # one text per call, as add() embeds a root: with int8 dynamic quantisation a vector
+    # depends slightly on the other texts of its batch (the bomb pair: 0.879 to 0.886)
+    va, vb = default_embedder.embed([a])[0], default_embedder.embed([b])[0]
+    cos = float(va @ vb)
+    if paraphrase:
+        assert cos >= threshold, cos
+    else:
+        assert cos < threshold, cos
+
+
+def test_a_claim_that_stays_hot_forever_is_bounded_by_the_window() -> None:
+    c = _clusterer(ttl_s=TTL)
+    c.add(ClusterInput("root", "Brand in de metro bij Centraal Station", T0))
+    for i in range(3000):  # one repost every 10 s for 8 hours: the cluster never idles
+        c.add(ClusterInput(f"rt{i}", "RT", T0 + 10.0 * (i + 1), "repost", "root"))
+    assert c.tracked_posts <= int(TTL / 10.0) + 2
+    cl = c.cluster_of("root")
+    assert cl is not None and cl.size == 3001  # counts stay exact
+    late = c.add(ClusterInput("late", "klopt dit?", T0 + 10.0 * 3001, "reply", "root"))
+    assert late.cluster_id == cl.id  # the claim itself is never forgotten while it lives
