@@ -131,6 +131,7 @@ class Cluster:
     members: dict[str, float] = field(default_factory=dict)  # id -> event time, arrival order
     forgotten: int = 0  # member ids dropped after ttl_s (still counted in size)
     kept_roots: dict[str, None] = field(default_factory=dict)  # first roots: never forgotten
+    official_root: bool = False  # opened by an official account's post (its statement)
     anchor_terms: set[str] = field(default_factory=set)  # content words of the first roots
     reserved: list[str] = field(default_factory=list)  # parents not seen yet
     centroid: np.ndarray | None = None
@@ -294,7 +295,9 @@ class OnlineClusterer:
         s = self.settings
         words = claim_words(post.text)
         if post.official:  # an official statement is its own cluster (its rebuttal race)
-            return self._open(post.id, post.ts), "new", None
+            cluster = self._open(post.id, post.ts)
+            cluster.official_root = True
+            return cluster, "new", None
         if len(words) >= s.min_claim_words:
             mh = self._minhash(post.text)
             cid = self._near_duplicate(mh)

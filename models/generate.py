@@ -1386,6 +1386,8 @@ class _Generator:
                 rec = _Rec(t, "rebuttal", "reply", platform, author, lang,
                            self._reply_prefix(platform, parent) + self._casual(rng, tpl, mood),
                            mood, parent=parent)
+                if parent.official is not None and "?" in tpl:  # a question to the police
+                    rec.to_account = parent.official
             rec.lang_out = self._lang_out(rng, platform, rec.lang, rec.kind)
             self._add(rec)
 

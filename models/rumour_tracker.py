@@ -134,13 +134,15 @@ class RumourTracker:
 
     def _rescore(self, c: Cluster, now: float, ts: float, out: TrackerBatch) -> None:
         f = self.features(c, now)
-        c.score = self.scorer.score(f)
+        # an official statement and its thread are not a rumour, whatever the crowd says
+        c.score = 0.0 if c.official_root else self.scorer.score(f)
         state = self.scorer.lifecycle(f)
         if state != c.state:
             out.events.append(ClusterEvent("state_changed", c.id, ts, c.size, c.score, state,
                                            c.state))
             c.state = state
-        if c.flagged_at is None and self.scorer.flagged(f) and state != "resolved":
+        if c.flagged_at is None and not c.official_root and self.scorer.flagged(f) \
+                and state != "resolved":
             c.flagged_at = ts
             out.events.append(ClusterEvent("flagged", c.id, ts, c.size, c.score, c.state))
 
@@ -300,6 +302,7 @@ class RumourTracker:
             "stance": {k: c.stance.get(k, 0) for k in ("support", "deny", "query", "comment")},
             "distinct_accounts": len(c.authors), "reach": c.reach,
             "rumour_score": round(c.score, 4), "state": c.state,
+            "official": c.official_root, "claim_prob": round(c.claim_prob, 4),
             "flagged": c.flagged_at is not None,
             "flagged_at": _iso(c.flagged_at) if c.flagged_at is not None else None,
             "first_seen": _iso(c.first_seen), "last_seen": _iso(c.last_seen),

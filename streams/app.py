@@ -28,6 +28,8 @@ from models.enrich import PostSummary, RawRecord
 from models.event import EventConfig
 from models.jsonio import dumps
 from models.mood import MoodShiftDetector, ShiftConfig, signal_dict
+from models.official import OfficialRegistry
+from models.official_tracker import OfficialTracker
 from models.rumour_tracker import RumourTracker
 from models.sentiment import CachedScorer, SentimentScorer
 from streams.batch import (
@@ -39,7 +41,13 @@ from streams.batch import (
     run_in_child,
     score_values,
 )
-from streams.metrics import MoodMetrics, PipelineMetrics, RumourMetrics, SafetyMetrics
+from streams.metrics import (
+    MoodMetrics,
+    OfficialMetrics,
+    PipelineMetrics,
+    RumourMetrics,
+    SafetyMetrics,
+)
 from streams.rumours import RumourStage
 from streams.settings import Settings
 from streams.state import StateStore
@@ -167,11 +175,16 @@ class Pipeline:
         self.alerts = alerts_agent.register(self)  # None without CROWDWATCH_ALERTMANAGER_URL
         self.rumours: RumourStage | None = None
         if tracker is not None:
+            base = OfficialRegistry.from_event(event)
             self.rumours = RumourStage(
                 tracker, event=self.event_name, store=store,
                 metrics=RumourMetrics(registry, self.event_name, top_k=settings.rumour_top_k),
                 topic_events=settings.topic_cluster_events,
-                state_ttl_s=settings.rumour_state_ttl_s)
+                state_ttl_s=settings.rumour_state_ttl_s,
+                officials=OfficialTracker(base, auto_link=settings.rebuttal_auto_link),
+                official_metrics=OfficialMetrics(registry, self.event_name,
+                                                 top_k=settings.rumour_top_k),
+                topic_signals=settings.topic_signals, base_registry=base)
             self.rumours.alerts = self.alerts
             rumours_agent.register(self)
         if scorer is not None:

@@ -55,7 +55,7 @@ class BatchProcessor:
         for post in result.enriched:
             key, value = post.id.encode("utf-8"), dumps(post.to_dict())
             outputs.append((self.topic_enriched, key, value, None))
-            if self.topic_claims and post.kind not in SIGNAL_KINDS:
+            if self.topic_claims and post.kind != "delete":  # likes count as reach
                 outputs.append((self.topic_claims, key, value, None))
         for dead in result.dead:
             src = dead.source
@@ -111,6 +111,7 @@ def score_values(values: Sequence[bytes | None], scorer: SentimentScorer,
     """Score enriched posts (JSON); the output is the post plus ``sentiment`` and
     ``sentiment_score`` (also sent to ``topic_claims`` when the rumour stage runs)."""
     posts: list[dict[str, Any]] = []
+    likes: list[tuple[bytes, bytes]] = []
     unreadable = 0
     for value in values:
         try:
@@ -122,6 +123,8 @@ def score_values(values: Sequence[bytes | None], scorer: SentimentScorer,
             unreadable += 1
         elif obj.get("kind") not in SIGNAL_KINDS:  # likes and deletions carry no text to score
             posts.append(obj)
+        elif topic_claims and obj.get("kind") == "like":  # a like is reach of its subject
+            likes.append((str(obj["id"]).encode("utf-8"), value or b""))
     sentiments = scorer.score([p["text"] for p in posts])
     now = time.time()
     outputs: list[Output] = []
@@ -138,4 +141,6 @@ def score_values(values: Sequence[bytes | None], scorer: SentimentScorer,
             id=pid, minute=_epoch_minute(post.get("created_at"), now),
             lang=str(post.get("lang") or "und"), areas=tuple(post.get("areas") or ()),
             topics=tuple(post.get("topics") or ()), label=s.label, score=s.score))
+    if topic_claims:
+        outputs += [(topic_claims, key, value, None) for key, value in likes]
     return ScoredBatch(outputs, rows, unreadable)

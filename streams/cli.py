@@ -124,6 +124,12 @@ def score(
         raise fail(str(exc).replace("\n", "; ")) from None
     scorer = _scorer(settings)
     tracker = _tracker(settings, event) if settings.rumours_enabled else None
+    officials = None
+    if tracker is not None:
+        from models.official import OfficialRegistry
+        from models.official_tracker import OfficialTracker
+
+        officials = OfficialTracker(OfficialRegistry.from_event(event))
     for target in (out_path, rejects_path, summary_path):
         if target is not None and target.resolve() == input_path.resolve():
             raise fail(f"{target}: would overwrite the input")
@@ -140,7 +146,8 @@ def score(
                     task = progress.add_task(f"scoring {input_path.name}", total=None)
                     result = score_stream(source, str(input_path), enricher, out_f, rej_f,
                                           progress=lambda n: progress.advance(task, n),
-                                          scorer=scorer, tracker=tracker)
+                                          scorer=scorer, tracker=tracker,
+                                          officials=officials)
                     progress.update(task, total=progress.tasks[0].completed)
             finally:
                 if rej_f is not None:
@@ -428,6 +435,205 @@ def rumours(
                 live.update(_cluster_table(load(), f"{title} — {time.strftime('%H:%M:%S')}"))
     except KeyboardInterrupt:
         return
+
+
+# ---------------------------------------------------------------- officials, rebuttals, webcare
+
+official_app = typer.Typer(help="Official accounts of the event (stored in Redis; the event "
+                           "YAML's accounts always count).", no_args_is_help=True)
+app.add_typer(official_app, name="official")
+EventNameOpt = Annotated[str | None, typer.Option(
+    "--event-name", help="Event name (default: the name in CROWDWATCH_EVENT_FILE)")]
+
+
+def _event_and_store(event_name: str | None) -> tuple[str, Any, Any]:
+    """(event name, event config or None, a function running a coroutine on a RedisStore)."""
+    import asyncio
+
+    from streams.app import NO_EVENT
+    from streams.runtime import event_from
+    from streams.state import RedisStore
+
+    settings = _settings()
+    if not settings.redis_configured:
+        raise fail("no Redis configured: set CROWDWATCH_REDIS_URL or run `crowdwatch stack up`")
+    try:
+        event = event_from(settings, None)
+    except EventConfigError as exc:
+        raise fail(str(exc).replace("\n", "; ")) from None
+    name = event_name or (event.name if event else NO_EVENT)
+
+    def run(fn: Any) -> Any:
+        async def go() -> Any:
+            store = RedisStore(settings.redis_url.get_secret_value(),
+                               prefix=settings.redis_prefix)
+            try:
+                return await fn(store)
+            finally:
+                await store.close()
+        try:
+            return asyncio.run(go())
+        except Exception as exc:  # redis connection errors are not OSErrors
+            raise fail(f"cannot reach Redis: {exc}") from None
+
+    return name, event, run
+
+
+@official_app.command("add")
+def official_add(
+    platform: Annotated[str, typer.Argument(help="bluesky, mastodon, twitter, ...")],
+    handle: Annotated[str, typer.Argument(help="@handle, user@instance or profile URL")],
+    role: Annotated[str, typer.Argument(help="police, municipality, fire, ambulance, "
+                                        "organiser, other")],
+    name: Annotated[str | None, typer.Option(help="Display name")] = None,
+    event_name: EventNameOpt = None,
+) -> None:
+    """Add (or update) an official account; running workers pick it up within seconds."""
+    from models.official import OfficialRegistry
+    from streams.rumours import OFFICIALS
+
+    try:
+        registry = OfficialRegistry()
+        registry.add(platform, handle, role, name=name)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    (doc,) = registry.to_list()
+    ev, _event, run = _event_and_store(event_name)
+    run(lambda store: store.put_docs(ev, OFFICIALS, {f"{doc['platform']}:{doc['handle']}": doc}))
+    out.print(f"official account {doc['platform']}:{doc['handle']} ({doc['role']}) added to {ev}")
+
+
+@official_app.command("remove")
+def official_remove(
+    platform: Annotated[str, typer.Argument()],
+    handle: Annotated[str, typer.Argument()],
+    event_name: EventNameOpt = None,
+) -> None:
+    """Remove an account added with `official add` (accounts in the event YAML stay)."""
+    from models.official import normalize_handle, normalize_platform
+    from streams.rumours import OFFICIALS
+
+    key = f"{normalize_platform(platform)}:{normalize_handle(platform, handle)}"
+    ev, _event, run = _event_and_store(event_name)
+    docs = run(lambda store: store.get_docs(ev, OFFICIALS))
+    if key not in docs:
+        raise fail(f"{key} is not an added official account of {ev}", code=1)
+    run(lambda store: store.del_docs(ev, OFFICIALS, [key]))
+    out.print(f"removed {key} from {ev}")
+
+
+@official_app.command("list")
+def official_list(event_name: EventNameOpt = None) -> None:
+    """Official accounts: from the event YAML and added with `official add`."""
+    from models.official import OfficialRegistry
+    from streams.rumours import OFFICIALS
+
+    ev, event, run = _event_and_store(event_name)
+    added = run(lambda store: store.get_docs(ev, OFFICIALS))
+    table = Table(title=f"official accounts — {ev}")
+    for col in ("platform", "handle", "role", "name", "source"):
+        table.add_column(col)
+    for doc in OfficialRegistry.from_event(event).to_list():
+        table.add_row(doc["platform"], doc["handle"], str(doc["role"]), doc.get("name") or "",
+                      "event file")
+    for doc in added.values():
+        table.add_row(doc["platform"], doc["handle"], str(doc["role"]), doc.get("name") or "",
+                      "added")
+    out.print(table)
+
+
+@app.command()
+def rebut(
+    post_id: Annotated[str | None, typer.Argument(metavar="[POST_ID]",
+                                                  help="The official post")] = None,
+    cluster_id: Annotated[str | None, typer.Argument(metavar="[CLUSTER_ID]",
+                                                     help="The rumour cluster it answers")] = None,
+    accept: Annotated[bool, typer.Option(
+        "--accept", help="Link POST_ID to the clusters suggested for it")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Unlink the pair")] = False,
+    event_name: EventNameOpt = None,
+) -> None:
+    """Link an official post to a rumour cluster (its race is tracked from then on); without
+    arguments list the links, the races and the automatic suggestions."""
+    from streams.rumours import LINKS, RACES, SUGGESTIONS, link_key
+
+    ev, _event, run = _event_and_store(event_name)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if post_id and accept:
+        sugg = [d for d in run(lambda store: store.get_docs(ev, SUGGESTIONS)).values()
+                if d.get("official_post") == post_id]
+        if not sugg:
+            raise fail(f"no suggestion for {post_id} (list them with `crowdwatch rebut`)", 1)
+        docs = {link_key(post_id, d["cluster"]): {"official_post": post_id,
+                                                  "cluster": d["cluster"],
+                                                  "source": "accepted", "at": now}
+                for d in sugg}
+        run(lambda store: store.put_docs(ev, LINKS, docs))
+        out.print(f"linked {post_id} to {', '.join(d['cluster'] for d in sugg)}")
+        return
+    if post_id and cluster_id:
+        key = link_key(post_id, cluster_id)
+        if remove:
+            run(lambda store: store.del_docs(ev, LINKS, [key]))
+            out.print(f"unlinked {post_id} from {cluster_id}")
+        else:
+            run(lambda store: store.put_docs(ev, LINKS, {key: {
+                "official_post": post_id, "cluster": cluster_id, "source": "manual", "at": now}}))
+            out.print(f"linked official post {post_id} to rumour cluster {cluster_id}")
+        return
+    if post_id or cluster_id:
+        raise fail("give POST_ID and CLUSTER_ID, or POST_ID --accept, or nothing to list")
+    links = run(lambda store: store.get_docs(ev, LINKS))
+    races = run(lambda store: store.get_docs(ev, RACES))
+    sugg = run(lambda store: store.get_docs(ev, SUGGESTIONS))
+    table = Table(title=f"rebuttals — {ev}")
+    for col in ("official post", "cluster", "source", "rebuttal reach", "rumour reach", "ratio",
+                "time to rebuttal", "state"):
+        table.add_column(col)
+    for key, link in sorted(links.items()):
+        race = races.get(key, {})
+        ratio = race.get("reach_ratio")
+        ttr = race.get("time_to_rebuttal_s")
+        table.add_row(link["official_post"], link["cluster"], link.get("source", ""),
+                      str(race.get("rebuttal_reach", "")), str(race.get("rumour_reach", "")),
+                      "" if ratio is None else f"{ratio:.2f}",
+                      "" if ttr is None else f"{ttr / 60:.1f} min", race.get("state", ""),
+                      style="bold red" if race.get("state") == "firing" else "")
+    out.print(table)
+    pending = [d for k, d in sugg.items() if k not in links]
+    if pending:
+        st = Table(title="suggested (accept with `crowdwatch rebut POST_ID --accept`)")
+        for col in ("official post", "cluster", "confidence"):
+            st.add_column(col)
+        for d in sorted(pending, key=lambda d: -float(d.get("confidence", 0))):
+            st.add_row(d["official_post"], d["cluster"], f"{float(d['confidence']):.2f}")
+        out.print(st)
+
+
+@app.command()
+def webcare(
+    show_all: Annotated[bool, typer.Option("--all", help="Include answered items")] = False,
+    event_name: EventNameOpt = None,
+) -> None:
+    """Questions and complaints addressed to official accounts, oldest unanswered first."""
+    from streams.rumours import WEBCARE
+
+    ev, _event, run = _event_and_store(event_name)
+    items = list(run(lambda store: store.get_docs(ev, WEBCARE)).values())
+    items = [i for i in items if show_all or not i.get("answered")]
+    items.sort(key=lambda i: str(i.get("created_at") or ""))
+    table = Table(title=f"webcare queue — {ev}", expand=True)
+    for col in ("post", "to", "kind", "asked", "answered"):
+        table.add_column(col)
+    table.add_column("text", ratio=1, overflow="fold")
+    for i in items:
+        ans = i.get("response_s")
+        table.add_row(str(i.get("id")), str(i.get("to_account")), str(i.get("kind")),
+                      str(i.get("created_at") or "")[11:19],
+                      "" if not i.get("answered") else
+                      f"after {float(ans) / 60:.0f} min" if ans is not None else "yes",
+                      str(i.get("text") or "")[:160])
+    out.print(table)
 
 
 # ---------------------------------------------------------------- replay

@@ -8,6 +8,7 @@ ids, handles or cluster ids.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter as Tally
 from collections.abc import Sequence
 
@@ -281,3 +282,87 @@ class RumourMetrics:
             s = top_scores[rank - 1] if rank <= len(top_scores) else 0.0
             self.top_velocity.labels(self.event, str(rank)).set(v)
             self.top_score.labels(self.event, str(rank)).set(s)
+
+
+OFFICIAL_ROLES = ("police", "municipality", "fire", "ambulance", "organiser", "other")
+REACH_KINDS = ("reposts", "replies", "quotes", "likes")
+
+
+class OfficialMetrics:
+    """Official posts, rebuttal races and the webcare queue. Labels are bounded: the
+    account role vocabulary, engagement kinds, and rank 1..K of the linked pairs."""
+
+    def __init__(self, registry: CollectorRegistry, event: str, *, top_k: int = 5) -> None:
+        self.event = event
+        self.top_k = top_k
+        self.tracked = Gauge("crowdwatch_official_posts_tracked",
+                             "Official posts whose reach is tracked", ["event"], registry=registry)
+        self.reach = Gauge("crowdwatch_official_reach",
+                           "Engagements with official posts, by account role and kind",
+                           ["event", "role", "kind"], registry=registry)
+        self.audience = Gauge("crowdwatch_official_audience",
+                              "Estimated audience of official posts (followers of distinct "
+                              "resharers), by account role", ["event", "role"], registry=registry)
+        self.ratio = Gauge("crowdwatch_rebuttal_reach_ratio",
+                           "Rebuttal reach / rumour reach of the K linked pairs with the "
+                           "biggest rumours (rank 1 = biggest)", ["event", "rank"],
+                           registry=registry)
+        self.races = Gauge("crowdwatch_rebuttal_races", "Linked rebuttal/rumour pairs by state",
+                           ["event", "state"], registry=registry)
+        self.outrunning = Counter("crowdwatch_rebuttal_outrunning",
+                                  "Times a rumour started out-running its rebuttal", ["event"],
+                                  registry=registry)
+        self.webcare_open = Gauge("crowdwatch_webcare_open",
+                                  "Unanswered questions/complaints to official accounts",
+                                  ["event"], registry=registry)
+        self.webcare_oldest = Gauge("crowdwatch_webcare_oldest_age_seconds",
+                                    "Age of the oldest unanswered item (event time)", ["event"],
+                                    registry=registry)
+        self.webcare_items = Counter("crowdwatch_webcare_items",
+                                     "Questions/complaints to official accounts", ["event", "kind"],
+                                     registry=registry)
+        self.response = Histogram("crowdwatch_webcare_response_seconds",
+                                  "Time for an official account to answer", ["event"],
+                                  buckets=(60, 300, 600, 900, 1800, 3600, 7200),
+                                  registry=registry)
+        self.tracked.labels(event).set(0)
+        for role in OFFICIAL_ROLES:
+            self.audience.labels(event, role).set(0)
+            for kind in REACH_KINDS:
+                self.reach.labels(event, role, kind).set(0)
+        # no ratio series until a pair is linked: a 0 would read as "the rumour wins"
+        for state in ("quiet", "firing"):
+            self.races.labels(event, state).set(0)
+        self.outrunning.labels(event)
+        self.webcare_open.labels(event).set(0)
+        self.webcare_oldest.labels(event).set(0)
+        for kind in ("question", "complaint"):
+            self.webcare_items.labels(event, kind)
+        self.response.labels(event)
+
+    def set_reach(self, rows: Sequence[dict[str, object]]) -> None:
+        totals: Tally[tuple[str, str]] = Tally()
+        audience: Tally[str] = Tally()
+        for row in rows:
+            role = str(row.get("role") or "other")
+            role = role if role in OFFICIAL_ROLES else "other"
+            for kind in REACH_KINDS:
+                totals[(role, kind)] += int(row.get(kind) or 0)  # type: ignore[call-overload]
+            audience[role] += int(row.get("estimated_audience") or 0)  # type: ignore[call-overload]
+        self.tracked.labels(self.event).set(len(rows))
+        for role in OFFICIAL_ROLES:
+            self.audience.labels(self.event, role).set(audience.get(role, 0))
+            for kind in REACH_KINDS:
+                self.reach.labels(self.event, role, kind).set(totals.get((role, kind), 0))
+
+    def set_races(self, ratios: Sequence[float | None], states: Sequence[str]) -> None:
+        for rank in range(1, self.top_k + 1):
+            r = ratios[rank - 1] if rank <= len(ratios) else None
+            if r is None:
+                with contextlib.suppress(KeyError):  # never set
+                    self.ratio.remove(self.event, str(rank))
+            else:
+                self.ratio.labels(self.event, str(rank)).set(r)
+        by_state = Tally(states)
+        for state in ("quiet", "firing"):
+            self.races.labels(self.event, state).set(by_state.get(state, 0))

@@ -21,12 +21,15 @@ from models.clusters import ClusterSettings, OnlineClusterer
 from models.embed import load_embedder
 from models.event import EventConfig
 from models.jsonio import dumps
+from models.official import OfficialRegistry
+from models.official_tracker import OfficialBatch, OfficialTracker
 from models.privacy import Pseudonymiser
+from models.reach import author_key, engagement_edges
 from models.rumour import RumourScorer, RumourSettings, load_default_claim_classifier
 from models.rumour_tracker import RumourTracker, TrackerBatch
 from models.stance import load_default_stance
 from streams.batch import Output
-from streams.metrics import RumourMetrics
+from streams.metrics import OfficialMetrics, RumourMetrics
 from streams.settings import Settings
 from streams.state import StateStore
 
@@ -80,10 +83,34 @@ def decode_posts(values: Sequence[bytes | None]) -> tuple[list[dict[str, Any]], 
     return posts, unreadable
 
 
+OFFICIALS = "officials"  # store collections (see streams.state)
+LINKS = "rebuttal_links"
+SUGGESTIONS = "rebuttal_suggestions"
+REACH = "official_posts"
+RACES = "races"
+WEBCARE = "webcare"
+
+
+def link_key(official_post: str, cluster: str) -> str:
+    return f"{official_post}|{cluster}"
+
+
 class RumourStage:
+    """The event-level stage: claim clusters, and (with ``officials``) reach of official
+    posts, rebuttal races and the webcare queue, all fed from the claims topic."""
+
     def __init__(self, tracker: RumourTracker, *, event: str, store: StateStore,
-                 metrics: RumourMetrics, topic_events: str, state_ttl_s: int) -> None:
+                 metrics: RumourMetrics, topic_events: str, state_ttl_s: int,
+                 officials: OfficialTracker | None = None,
+                 official_metrics: OfficialMetrics | None = None,
+                 topic_signals: str = "signals",
+                 base_registry: OfficialRegistry | None = None) -> None:
         self.tracker = tracker
+        self.officials = officials
+        self.official_metrics = official_metrics
+        self.topic_signals = topic_signals
+        self.base_registry = base_registry or OfficialRegistry()
+        self.links: set[tuple[str, str]] = set()
         self.event = event
         self.store = store
         self.metrics = metrics
@@ -101,17 +128,66 @@ class RumourStage:
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         return out
 
-    def _process_sync(self, values: list[bytes | None]) -> TrackerBatch:
+    def _process_sync(self, values: list[bytes | None]
+                      ) -> tuple[TrackerBatch, OfficialBatch | None, dict[str, list[str]]]:
         posts, unreadable = decode_posts(values)
         self.unreadable += unreadable
-        return self.tracker.process(posts)
+        tracked = self.tracker.process(posts)
+        if self.officials is None:
+            return tracked, None, {}
+        ob = self.officials.process(posts, self.tracker, tracked)
+        engaged: dict[str, list[str]] = {}  # official post -> accounts engaging (for the HLL)
+        for post in posts:
+            key = author_key(post)
+            if key is None:
+                continue
+            for parent, _kind in engagement_edges(post):
+                if parent in self.officials.reach.posts:
+                    engaged.setdefault(parent, []).append(self.tracker.pseudonymise(key))
+        return tracked, ob, engaged
 
     async def tick(self) -> list[Output]:
+        """Timer: pick up official accounts and rebuttal links managed with the CLI, then
+        re-evaluate lifecycles and flags."""
+        linked: list[Output] = []
+        if self.officials is not None and await self._sync_officials():
+            linked = await self._publish_officials(OfficialBatch(), {})
         loop = asyncio.get_running_loop()
         batch = await loop.run_in_executor(self.executor, self.tracker.tick)
-        return await self._publish(batch, count_posts=False)
+        return [*linked, *await self._publish(batch, count_posts=False)]
 
-    async def _publish(self, batch: TrackerBatch, *, count_posts: bool) -> list[Output]:
+    async def _sync_officials(self) -> bool:
+        """Returns True when the rebuttal links changed."""
+        officials = self.officials
+        if officials is None:  # pragma: no cover - callers check
+            return False
+        stored = await self.store.get_docs(self.event, OFFICIALS)
+        registry = OfficialRegistry.from_list([*self.base_registry.to_list(), *stored.values()])
+        links = {(str(d["official_post"]), str(d["cluster"]))
+                 for d in (await self.store.get_docs(self.event, LINKS)).values()
+                 if isinstance(d, dict) and d.get("official_post") and d.get("cluster")}
+
+        def apply() -> None:
+            officials.registry = registry
+            officials.reach.registry = registry
+            officials.webcare.registry = registry
+            for post, cluster in links - self.links:
+                officials.link(post, cluster, self.tracker, "manual")
+            for post, cluster in self.links - links:
+                officials.unlink(post, cluster)
+
+        await asyncio.get_running_loop().run_in_executor(self.executor, apply)
+        changed = links != self.links
+        self.links = links
+        return changed
+
+    async def _publish(self, result: TrackerBatch | tuple[TrackerBatch, OfficialBatch | None,
+                                                          dict[str, list[str]]], *,
+                       count_posts: bool) -> list[Output]:
+        if isinstance(result, tuple):
+            batch, ob, engaged = result
+        else:
+            batch, ob, engaged = result, None, {}
         fresh = [a for a in batch.annotations if a.how != "redelivered"] if count_posts else []
         self.metrics.observe([a.how for a in fresh], [a.stance for a in fresh],
                              [e.type for e in batch.events])
@@ -126,8 +202,57 @@ class RumourStage:
                 if c.flagged_at is not None:
                     self.alerts.observe_cluster({"id": c.id}, ended=True)
         self._set_gauges()
-        return [(self.topic_events, e.cluster.encode(), dumps(e.to_dict(self.event)), None)
-                for e in batch.events if e.size >= 2 or e.type == "flagged"]
+        out: list[Output] = [
+            (self.topic_events, e.cluster.encode(), dumps(e.to_dict(self.event)), None)
+            for e in batch.events if e.size >= 2 or e.type == "flagged"]
+        if ob is not None:
+            out += await self._publish_officials(ob, engaged)
+        return out
+
+    async def _publish_officials(self, ob: OfficialBatch, engaged: dict[str, list[str]]
+                                 ) -> list[Output]:
+        officials, m = self.officials, self.official_metrics
+        if officials is None:  # pragma: no cover - callers check
+            return []
+        ttl = self.state_ttl_s
+        for pid, accounts in engaged.items():
+            await self.store.add_distinct(self.event, f"reach:{pid}:accounts", accounts, ttl)
+        await self.store.put_docs(self.event, REACH, {r["id"]: r for r in ob.changed_posts}, ttl)
+        await self.store.put_docs(self.event, WEBCARE, {w["id"]: w for w in ob.webcare}, ttl)
+        await self.store.put_docs(self.event, SUGGESTIONS, {
+            link_key(s["official_post"], s["cluster"]): s for s in ob.suggestions}, ttl)
+        for link in ob.links:
+            self.links.add((link["official_post"], link["cluster"]))
+        await self.store.put_docs(self.event, LINKS, {
+            link_key(x["official_post"], x["cluster"]): x for x in ob.links})
+        await self.store.put_docs(self.event, RACES, {
+            link_key(r.official_post, r.cluster): r.summary() for r in officials.races.values()},
+            ttl)
+        out: list[Output] = []
+        for ev in ob.race_events:
+            record = {**ev, "type": "rebuttal_race", "transition": ev.get("event"),
+                      "event": self.event}
+            out.append((self.topic_signals,
+                        link_key(str(ev["official_post"]), str(ev["cluster"])).encode(),
+                        dumps(record), None))
+        if m is not None:
+            m.set_reach(officials.reach.summary())
+            top = officials.top_races(m.top_k)
+            m.set_races([r.reach_ratio() for r in top],
+                        [r.state for r in officials.races.values()])
+            m.outrunning.labels(self.event).inc(
+                sum(1 for ev in ob.race_events if ev.get("event") == "fired"))
+            for w in ob.webcare:
+                if w.get("event") == "new":
+                    m.webcare_items.labels(self.event, str(w.get("kind"))).inc()
+                elif w.get("event") == "answered" and w.get("response_s") is not None:
+                    m.response.labels(self.event).observe(float(w["response_s"]))
+            now = officials.watermark
+            open_items = officials.webcare.open_items(now)
+            m.webcare_open.labels(self.event).set(len(open_items))
+            m.webcare_oldest.labels(self.event).set(
+                max((float(i.get("age_s") or 0) for i in open_items), default=0.0))
+        return out
 
     def _set_gauges(self) -> None:
         tracker = self.tracker

@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 from models.enrich import BatchResult, Enricher, RawRecord, Tally
 from models.jsonio import dumps
+from models.official_tracker import OfficialTracker
 from models.rumour_tracker import RumourTracker
 from models.sentiment import SentimentScorer
 from streams.jsonl import InputError, iter_lines
@@ -31,6 +32,7 @@ class ScoreResult:
     by_sentiment: dict[str, int] = field(default_factory=dict)
     by_stance: dict[str, int] = field(default_factory=dict)
     clusters: list[dict[str, Any]] = field(default_factory=list)
+    officials: dict[str, Any] = field(default_factory=dict)
 
 
 def _write_jsonl(handle: BinaryIO | None, obj: dict[str, Any]) -> None:
@@ -47,6 +49,7 @@ def score_stream(
     progress: Callable[[int], None] | None = None,
     scorer: SentimentScorer | None = None,
     tracker: RumourTracker | None = None,
+    officials: OfficialTracker | None = None,
 ) -> ScoreResult:
     """``tracker``: also cluster the posts and add ``stance``, ``cluster`` and
     ``rumour_score`` (the score of the post's cluster when the post was processed)."""
@@ -66,9 +69,13 @@ def score_stream(
         sentiments = scorer.score([p.text for p in result.enriched]) if scorer else None
         records = [post.to_dict() for post in result.enriched]
         annotations = {}
+        tracked = None
         if tracker is not None:
             tracked = tracker.process(records)
             annotations = {a.id: a for a in tracked.annotations}
+        if officials is not None:
+            officials.process(records, tracker, tracked)
+        if tracker is not None and tracked is not None:
             for c in tracked.expired:
                 if c.size >= 2 or c.flagged_at is not None:
                     ended[c.id] = cluster_summary(tracker.snapshot(c))
@@ -117,7 +124,8 @@ def score_stream(
         clusters = sorted([*ended.values(), *live],
                           key=lambda c: (-c["rumour_score"], -c["size"], c["id"]))
     return ScoreResult(lines_in, lines_out, n_rejects, tally, dict(by_sentiment.most_common()),
-                       dict(by_stance.most_common()), clusters)
+                       dict(by_stance.most_common()), clusters,
+                       officials.summary() if officials is not None else {})
 
 
 SUMMARY_CLUSTER_FIELDS = ("id", "size", "rumour_score", "state", "flagged", "first_seen",
@@ -142,6 +150,9 @@ def summary(result: ScoreResult, input_path: Path, event: str | None) -> dict[st
         "by_sentiment": result.by_sentiment,
         "by_stance": result.by_stance,
         "clusters": result.clusters,
+        "official_posts": result.officials.get("official_posts", []),
+        "rebuttals": result.officials.get("rebuttals", []),
+        "questions": result.officials.get("questions", []),
     }
 
 

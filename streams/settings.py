@@ -86,6 +86,9 @@ class Settings(BaseSettings):
         "Redis TTL of cluster snapshots (they hold sample post texts)"))
     rumour_top_k: int = Field(default=5, ge=1, le=20,
                               description="Rank labels 1..K of the top flagged clusters")
+    rebuttal_auto_link: bool = Field(default=True, description=(
+        "Link an official denial to the rumour cluster it matches (else only by hand: "
+        "crowdwatch rebut)"))
     pseudonym_key: SecretStr = Field(default=SecretStr(""), description=(
         "HMAC key for pseudonymising author ids; empty: a random key per process"))
     mood_window_minutes: int = Field(default=5, ge=1)

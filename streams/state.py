@@ -17,6 +17,11 @@ Redis keys (``{e}`` = event name, ``cw`` = ``CROWDWATCH_REDIS_PREFIX``):
 - ``cw:{e}:clusters``                  sorted set cluster id -> rumour score (index of the
                                        snapshots; members whose snapshot expired are pruned
                                        on read)
+- ``cw:{e}:<kind>``                    hash id -> JSON document: ``officials`` (accounts
+                                       added with ``crowdwatch official``), ``rebuttal_links``,
+                                       ``rebuttal_suggestions``, ``official_posts`` (reach),
+                                       ``races``, ``webcare`` (questions to officials)
+- ``cw:{e}:reach:<post_id>:accounts``  HyperLogLog of accounts engaging with an official post
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -78,6 +83,23 @@ class StateStore(Protocol):
         """The ``n`` current clusters with the highest rumour score (then size)."""
         ...
 
+    async def put_docs(self, event: str, kind: str, docs: Mapping[str, Any],
+                       ttl_s: int | None = None) -> None:
+        """Store JSON documents by id in the collection ``kind`` (one TTL for the whole
+        collection, refreshed on every write; None keeps them)."""
+        ...
+
+    async def get_docs(self, event: str, kind: str) -> dict[str, Any]: ...
+
+    async def del_docs(self, event: str, kind: str, ids: Sequence[str]) -> None: ...
+
+    async def add_distinct(self, event: str, key: str, members: Sequence[str],
+                           ttl_s: int) -> None:
+        """Add to a HyperLogLog (distinct counts, ~0.8 % error, 12 KB per key)."""
+        ...
+
+    async def count_distinct(self, event: str, key: str) -> int: ...
+
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -98,6 +120,8 @@ class MemoryStore:
 
     def __init__(self, max_ids: int = 2_000_000) -> None:
         self._clusters: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
+        self._docs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._distinct: dict[tuple[str, str], set[str]] = {}
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._max_ids = max_ids
         self._totals: dict[str, Counter[str]] = {}
@@ -161,6 +185,26 @@ class MemoryStore:
         for cid in [k for k, (exp, _) in table.items() if exp <= now]:
             del table[cid]
         return rank_clusters([snap for _, snap in table.values()], n)
+
+    async def put_docs(self, event: str, kind: str, docs: Mapping[str, Any],
+                       ttl_s: int | None = None) -> None:
+        self._docs.setdefault((event, kind), {}).update(
+            {k: json.loads(json.dumps(v)) for k, v in docs.items()})
+
+    async def get_docs(self, event: str, kind: str) -> dict[str, Any]:
+        return dict(self._docs.get((event, kind), {}))
+
+    async def del_docs(self, event: str, kind: str, ids: Sequence[str]) -> None:
+        table = self._docs.get((event, kind), {})
+        for i in ids:
+            table.pop(i, None)
+
+    async def add_distinct(self, event: str, key: str, members: Sequence[str],
+                           ttl_s: int) -> None:
+        self._distinct.setdefault((event, key), set()).update(members)
+
+    async def count_distinct(self, event: str, key: str) -> int:
+        return len(self._distinct.get((event, key), ()))
 
     async def ping(self) -> bool:
         return True
@@ -291,6 +335,38 @@ class RedisStore:
             found += [json.loads(raw) for raw in raws if raw is not None]
             start += page - len(gone)
         return rank_clusters(found, n)
+
+    async def put_docs(self, event: str, kind: str, docs: Mapping[str, Any],
+                       ttl_s: int | None = None) -> None:
+        if not docs:
+            return
+        key = f"{self._prefix(event)}{kind}"
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(key, mapping={k: json.dumps(v, ensure_ascii=False) for k, v in docs.items()})
+        if ttl_s is not None:
+            pipe.expire(key, ttl_s)
+        await pipe.execute()
+
+    async def get_docs(self, event: str, kind: str) -> dict[str, Any]:
+        raw = await self._redis.hgetall(f"{self._prefix(event)}{kind}")
+        return {str(k): json.loads(v) for k, v in raw.items()}
+
+    async def del_docs(self, event: str, kind: str, ids: Sequence[str]) -> None:
+        if ids:
+            await self._redis.hdel(f"{self._prefix(event)}{kind}", *ids)
+
+    async def add_distinct(self, event: str, key: str, members: Sequence[str],
+                           ttl_s: int) -> None:
+        if not members:
+            return
+        full = f"{self._prefix(event)}{key}"
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.pfadd(full, *members)
+        pipe.expire(full, ttl_s)
+        await pipe.execute()
+
+    async def count_distinct(self, event: str, key: str) -> int:
+        return int(await self._redis.pfcount(f"{self._prefix(event)}{key}"))
 
     async def ping(self) -> bool:
         try:

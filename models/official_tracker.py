@@ -1,0 +1,181 @@
+"""Official messages end to end: reach, rebuttal races and the webcare queue, plain lists in
+and out.
+
+:class:`OfficialTracker` feeds each batch of enriched posts to the
+:class:`~models.reach.ReachTracker` and the :class:`~models.webcare.WebcareQueue`, links
+official posts to rumour clusters (by hand with :meth:`link`, or automatically when
+:func:`~models.race.suggest_rebuttals` is confident), and keeps one
+:class:`~models.race.RebuttalRace` per linked pair, fed with the per-minute reach of both
+sides. It needs the :class:`~models.rumour_tracker.RumourTracker` that clustered the
+same batch (for the rumour side of the races).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.official import OfficialRegistry
+from models.race import RaceConfig, RebuttalRace, rebuttals_summary, suggest_rebuttals, to_minute
+from models.reach import ReachTracker, official_posts_summary, parse_time
+from models.rumour_tracker import RumourTracker, TrackerBatch
+from models.webcare import WebcareQueue, questions_summary
+
+SUGGEST_CANDIDATES = 50  # active clusters (highest rumour score first) a rebuttal is matched to
+
+
+@dataclass
+class OfficialBatch:
+    changed_posts: list[dict[str, Any]] = field(default_factory=list)  # reach rows
+    webcare: list[dict[str, Any]] = field(default_factory=list)  # new / answered items
+    race_events: list[dict[str, Any]] = field(default_factory=list)  # fired / resolved
+    suggestions: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)  # pairs linked in this batch
+
+
+class OfficialTracker:
+    def __init__(self, registry: OfficialRegistry, *, race: RaceConfig | None = None,
+                 auto_link: bool = True, min_confidence: float = 0.5,
+                 min_best: float = 0.25, min_cluster_size: int = 3) -> None:
+        """``auto_link``: link an official post to the cluster it matches best (confidence
+        >= ``min_best``) and to any other cluster it matches with >= ``min_confidence``."""
+        self.registry = registry
+        self.reach = ReachTracker(registry)
+        self.webcare = WebcareQueue(registry)
+        self.race_config = race or RaceConfig()
+        self.auto_link = auto_link
+        self.min_confidence = min_confidence
+        self.min_best = min_best
+        self.min_cluster_size = min_cluster_size
+        self.races: dict[tuple[str, str], RebuttalRace] = {}
+        self.suggestions: dict[tuple[str, str], float] = {}
+        self._curves: dict[str, dict[int, int]] = {}  # official post -> minute -> fed count
+        self._texts: dict[str, tuple[str, str | None]] = {}  # official post -> text, lang
+        self.watermark: float | None = None
+
+    # ------------------------------------------------------------------ linking
+
+    def link(self, official_post: str, cluster: str, rumours: RumourTracker | None = None,
+             source: str = "manual") -> dict[str, Any]:
+        """Start the race of ``official_post`` against ``cluster`` (idempotent)."""
+        key = (official_post, cluster)
+        if key not in self.races:
+            race = RebuttalRace(official_post, cluster, self.race_config)
+            row = self.reach.get(official_post)
+            if row is not None:
+                race.set_starts(rebuttal=row.get("first_seen"))
+                self._feed_rebuttal(race, self._curve_of(official_post, row), fresh=True)
+            c = rumours.clusterer.clusters.get(cluster) if rumours is not None else None
+            if c is not None:  # the rumour so far: per-minute where still known, else a lump
+                race.set_starts(rumour=c.first_seen)
+                known = sum(c.minutes.values())
+                if c.size > known:
+                    race.add_rumour(int(c.first_seen // 60), c.size - known)
+                for minute, n in sorted(c.minutes.items()):
+                    race.add_rumour(minute, n)
+            self.races[key] = race
+        return {"official_post": official_post, "cluster": cluster, "source": source}
+
+    def unlink(self, official_post: str, cluster: str) -> bool:
+        return self.races.pop((official_post, cluster), None) is not None
+
+    # ------------------------------------------------------------------ ingest
+
+    def process(self, posts: Sequence[Mapping[str, Any]], rumours: RumourTracker | None = None,
+                tracked: TrackerBatch | None = None) -> OfficialBatch:
+        out = OfficialBatch()
+        for post in posts:
+            t = parse_time(post.get("created_at"))
+            if t is not None:
+                self.watermark = t if self.watermark is None else max(self.watermark, t)
+            author = self.registry.author_of(post)
+            if author is not None and isinstance(post.get("id"), str) \
+                    and not (post.get("repost_of") or post.get("kind") in ("like", "repost")):
+                self._texts.setdefault(post["id"], (str(post.get("text") or ""),
+                                                    post.get("lang") or None))
+        changed = self.reach.feed(posts)
+        out.webcare = self.webcare.feed(posts)
+        for pid in changed:
+            row = self.reach.get(pid)
+            if row is None:
+                continue
+            out.changed_posts.append(row)
+            curve = self._curve_of(pid, row)
+            for (post_id, _cluster), race in self.races.items():
+                if post_id == pid:
+                    self._feed_rebuttal(race, curve, fresh=False)
+            self._curves[pid] = curve
+            if pid in self._texts and rumours is not None and not any(
+                    k[0] == pid for k in self.suggestions):
+                out.suggestions += self._suggest(pid, rumours)
+        if tracked is not None:  # the rumour side: new posts of linked clusters
+            linked = {cluster for _post, cluster in self.races}
+            times = {str(p.get("id")): parse_time(p.get("created_at")) for p in posts}
+            for a in tracked.annotations:
+                if a.how == "redelivered" or a.cluster not in linked:
+                    continue
+                minute = int((times.get(a.id) or self.watermark or 0.0) // 60)
+                for (_post, cluster), race in self.races.items():
+                    if cluster == a.cluster:
+                        race.add_rumour(minute)
+        if self.auto_link:  # per official post: its best match, and any other confident one
+            best: dict[str, float] = {}
+            for s in out.suggestions:
+                best[s["official_post"]] = max(best.get(s["official_post"], 0.0),
+                                               s["confidence"])
+            for s in out.suggestions:
+                top = s["confidence"] == best[s["official_post"]]
+                if s["confidence"] >= (self.min_best if top else self.min_confidence):
+                    out.links.append(self.link(s["official_post"], s["cluster"], rumours,
+                                               "auto"))
+        if self.watermark is not None:
+            until = int(self.watermark // 60)
+            for race in self.races.values():
+                for ev in race.advance(until):
+                    out.race_events.append({**ev, "official_post": race.official_post,
+                                            "cluster": race.cluster})
+        return out
+
+    def _curve_of(self, pid: str, row: Mapping[str, Any]) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for minute, n in row.get("curve") or ():
+            m = to_minute(minute)
+            counts[m] = counts.get(m, 0) + int(n)
+        first = row.get("first_seen")
+        if isinstance(first, str) and parse_time(first) is not None:
+            m = to_minute(first)
+            counts[m] = counts.get(m, 0) + 1  # the official post itself
+        return counts
+
+    def _feed_rebuttal(self, race: RebuttalRace, curve: Mapping[int, int], *,
+                       fresh: bool) -> None:
+        before = {} if fresh else self._curves.get(race.official_post, {})
+        for minute, n in curve.items():
+            delta = n - before.get(minute, 0)
+            if delta > 0:
+                race.add_rebuttal(minute, delta)
+
+    def _suggest(self, pid: str, rumours: RumourTracker) -> list[dict[str, Any]]:
+        text, lang = self._texts[pid]
+        candidates = [(c.id, c.summary) for c in rumours.clusters(min_size=self.min_cluster_size)
+                      if not c.official_root and c.summary][:SUGGEST_CANDIDATES]
+        out = []
+        for cid, confidence in suggest_rebuttals(text, lang, candidates):
+            self.suggestions[(pid, cid)] = confidence
+            out.append({"official_post": pid, "cluster": cid, "confidence": confidence})
+        if not out:
+            self.suggestions[(pid, "")] = 0.0  # judged once: no candidate
+        return out
+
+    # ------------------------------------------------------------------ read side
+
+    def top_races(self, k: int) -> list[RebuttalRace]:
+        """The ``k`` linked pairs with the largest rumour reach (rank 1 = biggest rumour)."""
+        return sorted(self.races.values(),
+                      key=lambda r: (-sum(r.rumour.values()), r.official_post, r.cluster))[:k]
+
+    def summary(self) -> dict[str, Any]:
+        return {"official_posts": official_posts_summary(self.reach),
+                "rebuttals": rebuttals_summary(self.races.values()),
+                "questions": questions_summary(self.webcare)}
