@@ -11,9 +11,9 @@ communication / oncall) labels, which ``deploy/alertmanager/alertmanager.yml`` r
 and ``summary``, ``description`` (Dutch + English), ``runbook_url`` (an anchor in
 ``docs/operations.md``) and ``dashboard_url`` annotations.
 
-Two rules read metrics that the rumour-tracking issue adds
-(``crowdwatch_rumour_flagged_clusters{event}``, ``crowdwatch_rebuttal_reach_ratio{event,rank}``):
-they stay silent until those series exist; their annotations say so.
+The rumour rules read ``crowdwatch_rumour_flagged_clusters{event}`` and
+``crowdwatch_rebuttal_reach_ratio{event,rank}`` (exported by the rumour stage; the ratio
+series exists only while a rebuttal is linked to a rumour cluster).
 """
 
 from __future__ import annotations
@@ -156,8 +156,6 @@ def build_rules(t: Thresholds | None = None) -> dict[str, Any]:
     flagged_before = f"sum by (event) (crowdwatch_rumour_flagged_clusters offset {t.rumour_window})"
     consumed = f"sum by (job) (rate(crowdwatch_posts_consumed_total[{t.deadletter_window}]))"
     rejected = f"sum by (job) (rate(crowdwatch_posts_rejected_total[{t.deadletter_window}]))"
-    fed_later = ("Fed once rumour tracking ships: silent until the rumour-tracking stage "
-                 "exports this metric.")
     mood_rules = [
         _rule(
             "NegativeMoodShift",
@@ -230,8 +228,7 @@ def build_rules(t: Thresholds | None = None) -> dict[str, Any]:
             "en overweeg een weerlegging.",
             f"A new rumour cluster was flagged in the last {t.rumour_window}. Assess it and "
             "consider a rebuttal.",
-            _links(t, "rumourflagged", "var-event={{ $labels.event }}"),
-            status=fed_later),
+            _links(t, "rumourflagged", "var-event={{ $labels.event }}")),
         _rule(
             "RumourOutrunningRebuttal",
             f"min by (event, rank) (crowdwatch_rebuttal_reach_ratio) < {t.rebuttal_ratio:g}",
@@ -242,8 +239,7 @@ def build_rules(t: Thresholds | None = None) -> dict[str, Any]:
             "van het gerucht (verhouding {{ $value | printf \"%.2f\" }}). Versterk de weerlegging.",
             "The rebuttal of rumour #{{ $labels.rank }} reaches fewer people than the rumour "
             "(ratio {{ $value | printf \"%.2f\" }}). Amplify the rebuttal.",
-            _links(t, "rumouroutrunningrebuttal", "var-event={{ $labels.event }}"),
-            status=fed_later),
+            _links(t, "rumouroutrunningrebuttal", "var-event={{ $labels.event }}")),
     ]
     health_rules = [
         _rule(

@@ -137,6 +137,32 @@ def test_mood_signal_start_and_end() -> None:
     assert end.ends_at == 120.0
 
 
+def test_a_flagged_rumour_cluster_is_one_incident_resolved_when_it_ends() -> None:
+    alerts = EventAlerts("kd", SETTINGS)
+    snap = {"id": "c0123456789ab", "summary": "Steekpartij bij @politie Rijksmuseum!",
+            "rumour_score": 0.81, "size": 40, "state": "growing",
+            "first_seen": "2027-04-27T12:00:00Z", "stance": {"query": 5, "deny": 2},
+            "sample_posts": [{"id": "p1", "text": "Klopt dit @jan?"}, {"id": "p2", "text": ""},
+                             {"id": "p3", "text": "Iemand neergestoken!!"}]}
+    alerts.observe_cluster(snap, ended=False, now=0.0)
+    alerts.observe_cluster(snap, ended=False, now=1.0)  # the same snapshot: no change
+    (_, alert), = alerts.due(1.0)
+    assert alert.labels == {"alertname": "RumourClusterFlagged", "event": "kd",
+                            "cluster": "c0123456789ab", "severity": "warning",
+                            "team": "communication", "source": "worker"}
+    ann = alert.annotations
+    assert "0.81" in ann["description"] and "NL: " in ann["description"]
+    assert ann["samples"].splitlines() == ["- Klopt dit @…?", "- Iemand neergestoken!!"]
+    assert "@politie" not in ann["summary"] and ann["runbook_url"].endswith(
+        "#rumourclusterflagged")
+    alerts.mark_pushed([k for k, _ in alerts.due(1.0)], 1.0)
+    alerts.observe_cluster({"id": "c0123456789ab"}, ended=True, now=300.0)
+    (_, end), = alerts.due(300.0)
+    assert end.ends_at == 300.0 and end.labels["cluster"] == "c0123456789ab"
+    alerts.mark_pushed([k for k, _ in alerts.due(300.0)], 300.0)
+    assert alerts.incidents == {}
+
+
 def test_mask() -> None:
     assert mask("RT @a_b: hoi @c@mastodon.example kijk", 200) == "hoi @… kijk"
     assert len(mask("x" * 500, 50)) == 50
