@@ -1,0 +1,70 @@
+"""`crowdwatch score --summary` with the rumour stage: clusters, official reach, rebuttals and
+questions on generated traffic with known truth; re-delivery changes no count."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from models.generate import generate, write_traffic
+from streams.cli import app
+from streams.runtime import PACKAGED_EVENT
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    out = tmp_path_factory.mktemp("traffic")
+    t = generate("rumour-rebuttal", seed=11, n_posts=2000)
+    posts, _ = write_traffic(t, out)
+    return posts, t.truth
+
+
+def _score(posts: Path, tmp: Path, name: str) -> tuple[dict[str, object], list[dict[str, object]]]:
+    os.environ.pop("CROWDWATCH_EVENT_FILE", None)
+    res = CliRunner().invoke(app, [
+        "score", str(posts), "--out", str(tmp / f"{name}.jsonl"), "--summary",
+        str(tmp / f"{name}.json"), "--event", str(PACKAGED_EVENT), "--sentiment-model", "off",
+        "--embedder", "hashing"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (tmp / f"{name}.jsonl").read_text().splitlines()]
+    return json.loads((tmp / f"{name}.json").read_text()), rows
+
+
+def test_summary_matches_the_truth_and_ignores_redelivery(
+        traffic: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
+    posts, truth = traffic
+    summary, rows = _score(posts, tmp_path, "once")
+    # every tracked post carries its cluster, stance and rumour score
+    for row in rows:
+        if row["kind"] in ("like", "delete"):
+            continue
+        assert isinstance(row["cluster"], str) and 0.0 <= row["rumour_score"] <= 1.0
+    clusters = summary["clusters"]
+    assert isinstance(clusters, list) and clusters
+    assert {"id", "size", "rumour_score", "state", "first_seen", "sample_post_ids"} <= set(
+        clusters[0])
+    # official reach is exact
+    want = {o["id"]: (o["reposts"], o["replies"], o["quotes"])  # type: ignore[index]
+            for o in truth["official_posts"]}  # type: ignore[attr-defined]
+    got = {o["id"]: (o["reposts"], o["replies"], o["quotes"])
+           for o in summary["official_posts"]}  # type: ignore[attr-defined]
+    assert got == want
+    # the webcare queue holds exactly the planted questions
+    assert {q["id"] for q in summary["questions"]} == {  # type: ignore[attr-defined]
+        q["id"] for q in truth["questions"]}  # type: ignore[attr-defined]
+    # every planted rebuttal is linked to a cluster of its rumour
+    linked = {r["official_post"] for r in summary["rebuttals"]}  # type: ignore[attr-defined]
+    assert {r["official_post"] for r in truth["rebuttals"]} <= linked  # type: ignore[attr-defined]
+
+    doubled = tmp_path / "twice.posts.jsonl"
+    text = posts.read_text()
+    doubled.write_text(text + text)
+    again, _ = _score(doubled, tmp_path, "twice")
+    for key in ("official_posts", "questions"):
+        assert again[key] == summary[key]
+    assert [(c["id"], c["size"]) for c in again["clusters"]] == [  # type: ignore[attr-defined]
+        (c["id"], c["size"]) for c in clusters]
