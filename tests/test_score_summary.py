@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -16,14 +17,14 @@ from streams.runtime import PACKAGED_EVENT
 
 
 @pytest.fixture(scope="module")
-def traffic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+def traffic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("traffic")
     t = generate("rumour-rebuttal", seed=11, n_posts=2000)
     posts, _ = write_traffic(t, out)
     return posts, t.truth
 
 
-def _score(posts: Path, tmp: Path, name: str) -> tuple[dict[str, object], list[dict[str, object]]]:
+def _score(posts: Path, tmp: Path, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     os.environ.pop("CROWDWATCH_EVENT_FILE", None)
     res = CliRunner().invoke(app, [
         "score", str(posts), "--out", str(tmp / f"{name}.jsonl"), "--summary",
@@ -35,7 +36,7 @@ def _score(posts: Path, tmp: Path, name: str) -> tuple[dict[str, object], list[d
 
 
 def test_summary_matches_the_truth_and_ignores_redelivery(
-        traffic: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
+        traffic: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     posts, truth = traffic
     summary, rows = _score(posts, tmp_path, "once")
     # every tracked post carries its cluster, stance and rumour score
@@ -48,17 +49,17 @@ def test_summary_matches_the_truth_and_ignores_redelivery(
     assert {"id", "size", "rumour_score", "state", "first_seen", "sample_post_ids"} <= set(
         clusters[0])
     # official reach is exact
-    want = {o["id"]: (o["reposts"], o["replies"], o["quotes"])  # type: ignore[index]
-            for o in truth["official_posts"]}  # type: ignore[attr-defined]
+    want = {o["id"]: (o["reposts"], o["replies"], o["quotes"])
+            for o in truth["official_posts"]}
     got = {o["id"]: (o["reposts"], o["replies"], o["quotes"])
-           for o in summary["official_posts"]}  # type: ignore[attr-defined]
+           for o in summary["official_posts"]}
     assert got == want
     # the webcare queue holds exactly the planted questions
-    assert {q["id"] for q in summary["questions"]} == {  # type: ignore[attr-defined]
-        q["id"] for q in truth["questions"]}  # type: ignore[attr-defined]
+    assert {q["id"] for q in summary["questions"]} == {
+        q["id"] for q in truth["questions"]}
     # every planted rebuttal is linked to a cluster of its rumour
-    linked = {r["official_post"] for r in summary["rebuttals"]}  # type: ignore[attr-defined]
-    assert {r["official_post"] for r in truth["rebuttals"]} <= linked  # type: ignore[attr-defined]
+    linked = {r["official_post"] for r in summary["rebuttals"]}
+    assert {r["official_post"] for r in truth["rebuttals"]} <= linked
 
     doubled = tmp_path / "twice.posts.jsonl"
     text = posts.read_text()
@@ -66,5 +67,5 @@ def test_summary_matches_the_truth_and_ignores_redelivery(
     again, _ = _score(doubled, tmp_path, "twice")
     for key in ("official_posts", "questions"):
         assert again[key] == summary[key]
-    assert [(c["id"], c["size"]) for c in again["clusters"]] == [  # type: ignore[attr-defined]
+    assert [(c["id"], c["size"]) for c in again["clusters"]] == [
         (c["id"], c["size"]) for c in clusters]
