@@ -203,3 +203,81 @@ def test_crowd_safety_burst_reaches_the_webhook_grouped(
           f"CrowdSafetyPosts notification(s), {len(rule)} rule notification(s)")
     assert agent_latency < 10
     assert rule_latency < 10
+
+
+@pytest.mark.slow
+def test_a_planted_rumour_reaches_the_webhook_grouped_with_samples(
+    alert_stack: stack.StackConfig, receiver: Receiver, worker_factory: Any,
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from streams.state import RedisStore
+
+    cfg = alert_stack
+    event_name = f"e2e-{uuid.uuid4().hex[:8]}"
+    event_file = tmp_path / "event.yaml"
+    event_file.write_text(DEFAULT_EVENT_PATH.read_text(encoding="utf-8").replace(
+        "name: koningsdag-amsterdam", f"name: {event_name}", 1), encoding="utf-8")
+    w = worker_factory(event=event_file)
+    w.env.update({"CROWDWATCH_ALERTS_TICK_S": "0.25", "CROWDWATCH_ALERTS_UPDATE_S": "2"})
+    w.start()
+    w.wait_ready()
+    target = f"127.0.0.1:{w.settings.web_port}"
+    stack.set_worker_targets([target], cfg)
+    deadline = time.monotonic() + 30
+    while not _prom_query(cfg, f'crowdwatch_rumour_flagged_clusters{{instance="{target}"}}'):
+        assert time.monotonic() < deadline, "Prometheus did not scrape the worker"
+        time.sleep(0.5)
+    time.sleep(2)
+
+    out = tmp_path / "traffic"
+    gen = run_cli("generate", "--scenario", "rumour-rebuttal", "--seed", "11", "--posts",
+                  "1500", "--minutes", "30", "--out", str(out), env={**os.environ})
+    assert gen.returncode == 0, gen.stderr
+    truth = json.loads((out / "truth.json").read_text(encoding="utf-8"))
+    started = time.time()
+    rep = run_cli("replay", str(out / "posts.jsonl"), "--max-rate", "500", "--topic",
+                  w.settings.topic_raw, env=w.env)
+    assert rep.returncode == 0, rep.stderr
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (receiver.notifications("RumourClusterFlagged", event_name)
+                and receiver.notifications("RumourFlagged", event_name)):
+            break
+        time.sleep(0.2)
+    time.sleep(5)
+    pushes = receiver.notifications("RumourClusterFlagged", event_name)
+    rule = receiver.notifications("RumourFlagged", event_name)
+    assert pushes, f"no RumourClusterFlagged notification; got {len(receiver.received)} others"
+    assert rule, "no RumourFlagged notification from the Prometheus rule"
+
+    # the planted rumour's cluster (from the worker's state in Redis) is among the alerts
+    s = w.settings
+
+    async def top() -> list[dict[str, Any]]:
+        store = RedisStore(s.redis_url.get_secret_value(), prefix=s.redis_prefix)
+        try:
+            return await store.top_clusters(event_name, 50)
+        finally:
+            await store.close()
+
+    rumour = set(truth["rumour_posts"])
+    planted = max(asyncio.run(top()),
+                  key=lambda c: len(set(c["sample_post_ids"]) & rumour))
+    assert set(planted["sample_post_ids"]) & rumour
+    alerts = [a for _, body in pushes for a in body["alerts"]]
+    mine = [a for a in alerts if a["labels"]["cluster"] == planted["id"]]
+    assert mine, "the planted rumour's cluster was not pushed"
+    ann = mine[-1]["annotations"]
+    assert ann["samples"].startswith("- ") and "NL: " in ann["description"]
+    assert ann["runbook_url"].endswith("#rumourclusterflagged")
+    # grouped: one notification per group (alertname, event), not one per post or cluster
+    groups = {body["groupKey"] for _, body in pushes}
+    assert len(groups) == 1
+    assert len(pushes) < len(rumour) / 10
+    latency = pushes[0][0] - started
+    print(f"\nreplay start -> first RumourClusterFlagged push {latency:.2f}s; "  # noqa: T201
+          f"{len({a['labels']['cluster'] for a in alerts})} cluster alert(s) in "
+          f"{len(pushes)} notification(s); rule notifications {len(rule)}")
