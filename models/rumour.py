@@ -14,6 +14,10 @@ Three layers, all pure Python + numpy, cheap enough for thousands of posts per s
      damped: during training a bucket only gets a weight when it occurs in at least
      ``min_events`` of the training events, and every bucket is strongly L2-regularised.
 
+   The shipped model adds the post's multilingual-e5-small sentence vector (384-d, the
+   vector the production clusterer computes) to the cue features; callers pass the
+   vectors (``probs(posts, vectors)``, as ``RumourTracker`` does) or attach an embedder
+   at load; without either, its embedded cue + n-gram *fallback* model answers.
    Trained by ``python -m models.training.train_rumour`` (leave-one-event-out validated);
    the artefact is ``models/weights/rumour-default/{config.json,weights.npz}``.
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.embed import CachedEmbedder, HashingEmbedder
 from models.rumour import (
     DEFAULT_WEIGHTS,
     DENSE_NAMES,
@@ -24,6 +25,7 @@ from models.rumour import (
     SingletonClusterer,
     claim_features,
     detection_latency,
+    embedder_identity,
     evaluate_rumours,
     load_default_claim_classifier,
 )
@@ -209,6 +211,173 @@ def test_shipped_weights_are_small_and_load() -> None:
     assert sum(p.stat().st_size for p in DEFAULT_WEIGHTS.iterdir()) < 2_000_000
     clf = ClaimClassifier.load(DEFAULT_WEIGHTS)
     assert np.abs(clf.w_dense).sum() > 0
+    if clf.embed_dim:  # an embedding model carries its cue-only fallback
+        assert clf.fallback is not None and clf.fallback.embed_dim == 0
+        assert clf.embedder_name and not clf.accepts(HashingEmbedder())
+        post = {"text": "Reports of shots fired at the station, unconfirmed"}
+        assert clf.prob(post) == pytest.approx(clf.fallback.prob(post))
+        vec = np.zeros(clf.embed_dim)
+        vec[0] = 1.0
+        assert 0.0 < clf.prob(post, vec) < 1.0
+
+
+# ------------------------------------------------------------------ embedding model
+
+
+class FakeE5:
+    """Deterministic stand-in for the e5 embedder: a model identity containing
+    ``e5-small`` (like the converted model's directory), unit vectors from hashed words."""
+
+    path = Path("fake-e5-small")
+
+    def __init__(self, dim: int = 8) -> None:
+        self._dim = dim
+        self.calls = 0
+        self.texts = 0
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed(self, texts: Any) -> np.ndarray:
+        self.calls += 1
+        self.texts += len(texts)
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in str(text).lower().split():
+                out[i, sum(map(ord, word)) % self._dim] += 1.0
+            n = float(np.linalg.norm(out[i]))
+            out[i] = out[i] / n if n else out[i]
+        return out
+
+
+def embedding_model(dim: int = 8, seed: int = 5) -> ClaimClassifier:
+    rng = np.random.default_rng(seed)
+    d = len(DENSE_NAMES)
+    fallback = ClaimClassifier(np.zeros(d), np.ones(d), rng.normal(size=d) * 0.1,
+                               np.zeros(1 << 10), -0.2, hash_bits=10)
+    return ClaimClassifier(rng.normal(size=d) * 0.1, rng.uniform(0.5, 2, size=d),
+                           rng.normal(size=d) * 0.1, np.zeros(1 << 10), 0.1, hash_bits=10,
+                           w_embed=rng.normal(size=dim), embed_mean=rng.normal(size=dim) * 0.1,
+                           embed_scale=rng.uniform(0.5, 2, size=dim), embedder_name="e5-small",
+                           fallback=fallback)
+
+
+POSTS: list[dict[str, Any]] = [{"text": "Reports of shots fired at Central Station, unconfirmed"},
+         {"text": "Lovely weather in the park today"},
+         {"text": "BREAKING: hostages taken in a cafe?", "author": {"followers": 5000}}]
+
+
+def test_embedding_model_uses_given_or_computed_vectors() -> None:
+    fake = FakeE5()
+    clf = embedding_model()
+    texts = [str(p["text"]) for p in POSTS]
+    vecs = fake.embed(texts)
+    given_vectors = clf.probs(POSTS, vectors=vecs)
+    attached = clf.with_embedder(fake)
+    assert attached.embedder is fake
+    assert attached.probs(POSTS) == pytest.approx(given_vectors)
+    assert [clf.prob(p, v) for p, v in zip(POSTS, vecs, strict=True)] == pytest.approx(
+        given_vectors)
+    # the vectors matter: other vectors, other probabilities
+    assert clf.probs(POSTS, vectors=vecs[::-1]) != pytest.approx(given_vectors)
+    assert "embedding" in clf.explain(POSTS[0], vector=vecs[0])
+    with pytest.raises(ValueError, match="shape"):
+        clf.probs(POSTS, vectors=np.zeros((3, 5)))
+
+
+def test_embedding_model_falls_back_without_vectors() -> None:
+    clf = embedding_model()
+    assert clf.fallback is not None
+    assert clf.probs(POSTS) == pytest.approx(clf.fallback.probs(POSTS))
+    # incompatible embedders are not attached: wrong identity, wrong dimension, none
+    for other in (HashingEmbedder(dim=8), FakeE5(dim=16), None):
+        assert not clf.accepts(other)
+        assert clf.with_embedder(other).embedder is None
+        assert clf.with_embedder(other).probs(POSTS) == pytest.approx(
+            clf.fallback.probs(POSTS))
+    cached = CachedEmbedder(FakeE5())
+    assert clf.accepts(cached) and "e5-small" in embedder_identity(cached)
+    # a cue-only model ignores vectors and never wants them
+    cue = clf.fallback
+    assert not cue.wants_vectors(FakeE5()) and cue.embed_dim == 0
+    assert cue.probs(POSTS, vectors=np.zeros((3, 8))) == pytest.approx(cue.probs(POSTS))
+
+
+def test_embedding_model_save_load_round_trip(tmp_path: Path) -> None:
+    clf = embedding_model()
+    clf.meta = {"x": 2}
+    clf.save(tmp_path)
+    back = ClaimClassifier.load(tmp_path)
+    vecs = FakeE5().embed([str(p["text"]) for p in POSTS])
+    assert back.embed_dim == 8 and back.embedder_name == "e5-small" and back.meta == {"x": 2}
+    assert back.probs(POSTS, vectors=vecs) == pytest.approx(clf.probs(POSTS, vectors=vecs),
+                                                            abs=1e-4)
+    assert back.probs(POSTS) == pytest.approx(clf.probs(POSTS), abs=1e-3)  # fallback
+    fake = FakeE5()
+    loaded = ClaimClassifier.load(tmp_path, embedder=fake)
+    assert loaded.embedder is fake
+    assert loaded.probs(POSTS) == pytest.approx(clf.probs(POSTS, vectors=vecs), abs=1e-4)
+
+
+def test_default_loader_attaches_only_a_matching_embedder() -> None:
+    base = load_default_claim_classifier()
+    assert load_default_claim_classifier(HashingEmbedder()).embedder is None
+    assert load_default_claim_classifier(None) is base
+    fake = FakeE5(dim=base.embed_dim or 8)
+    assert (load_default_claim_classifier(fake).embedder is fake) == bool(base.embed_dim)
+
+
+def test_tracker_passes_the_clusterers_vectors_to_the_claim_model() -> None:
+    from models.clusters import ClusterSettings, OnlineClusterer
+    from models.rumour_tracker import RumourTracker
+
+    inner = FakeE5()
+    clf = embedding_model()
+    tracker = RumourTracker(OnlineClusterer(ClusterSettings(), CachedEmbedder(inner)),
+                            RumourScorer(RumourSettings()), claims=clf)
+    posts = [{"id": f"p{i}", "text": p["text"], "created_at": f"2024-01-01T10:0{i}:00Z",
+              **({"author": p["author"]} if "author" in p else {})}
+             for i, p in enumerate(POSTS)]
+    posts.append({"id": "r", "text": "is this true?", "reply_to": "p0",
+                  "created_at": "2024-01-01T10:05:00Z"})
+    tracker.process(posts)
+    expected = clf.probs(POSTS, vectors=FakeE5().embed([str(p["text"]) for p in POSTS]))
+    for post, prob in zip(posts, expected, strict=False):
+        c = tracker.clusterer.cluster_of(str(post["id"]))
+        assert c is not None and c.claim_n == 1
+        assert c.claim_prob == pytest.approx(prob, abs=1e-6)
+    # each root text embedded once: the clusterer found the claim model's vectors cached
+    assert inner.texts == len(POSTS)
+    # a clusterer without an embedder: the claim model's fallback answers
+    plain = RumourTracker(OnlineClusterer(ClusterSettings(), None),
+                          RumourScorer(RumourSettings()), claims=clf)
+    plain.process(posts[:1])
+    c0 = plain.clusterer.cluster_of("p0")
+    assert c0 is not None and clf.fallback is not None
+    assert c0.claim_prob == pytest.approx(clf.fallback.prob(POSTS[0]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_shipped_model_with_the_real_embedder() -> None:
+    """The shipped embedding model with multilingual-e5-small (loads the transformer)."""
+    clf = load_default_claim_classifier()
+    if not clf.embed_dim:
+        pytest.skip("the shipped claim model uses no sentence embeddings")
+    from models.embed import load_embedder
+
+    try:
+        embedder = load_embedder("default", threads=1)
+    except (ImportError, OSError, FileNotFoundError) as exc:
+        pytest.skip(f"embedding model unavailable: {exc}")
+    assert clf.accepts(embedder)
+    with_e5 = load_default_claim_classifier(embedder)
+    rumour = {"text": "Unconfirmed reports: gunman has taken hostages in a cafe, police "
+                      "not yet confirming"}
+    calm = {"text": "Thoughts with everyone affected, stay safe"}
+    probs = with_e5.probs([rumour, calm])
+    assert all(0.0 < p < 1.0 for p in probs)
+    assert probs[0] > probs[1]
 
 
 def test_untrained_classifier_is_neutral() -> None:

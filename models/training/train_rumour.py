@@ -1,4 +1,4 @@
-"""Train crowdwatch's rumour claim classifier, validated leave-one-event-out.
+"""Train crowdwatch's rumour claim classifier and score, validated leave-one-event-out.
 
     python -m models.training.train_rumour --seed 13 [--out models/weights/rumour-default]
 
@@ -10,22 +10,37 @@ the events that have both classes (ferguson, gurlitt, putinmissing, sydneysiege)
 for the lopsided ones, the figures all the same.  The shipped model is then trained on
 all events with the same settings.
 
+Claim classifier (``--embedder default``, the shipped configuration): logistic regression
+on the 42 cue features + the multilingual-e5-small sentence embedding of the post (384-d,
+the vectors the production clusterer computes), no n-grams; it carries a cue + n-gram
+*fallback* model (the ``--embedder off`` model) for deployments without the embedder.
+Embeddings of the PHEME posts are cached once under ``--embed-cache`` (default /tmp).
+
 Training: full-batch logistic regression in numpy (Adam on the L2-regularised,
 sample-weighted log loss).  Sample weights make the two classes weigh the same within
 every event that has both, and give one-class events (charliehebdo, ebola-essien,
 prince-toronto, whose identity would otherwise leak into the label) a reduced total
 weight; hashed n-gram buckets occurring in fewer than ``--min-events`` training events
 are masked out (event-specific words such as "ferguson" never get a weight).
-Deterministic: no randomness is used beyond the fixed seed, which only orders nothing
-(full batch); it is kept for the command line's contract.
+
+Score coefficients (``w_claim``, ``w_roots``, ``bias``): fitted with the cluster sizes of
+``--clusterer`` (default ``production``: ``RumourTracker`` + ``OnlineClusterer`` with the
+same embedder, replayed one post at a time as ``evaluate_tracker`` does; the reasoned
+terms of the score enter the fit as a fixed offset), on nested out-of-event claim
+probabilities; the held-out event is then scored with ``evaluate_tracker``.
+Deterministic: full batch, no randomness (the seed is kept for the command line's
+contract).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +60,7 @@ from models.rumour import (
     SingletonClusterer,
     claim_features,
     detection_latency,
+    embedder_identity,
     evaluate_rumours,
     hashed_ngrams,
     post_time,
@@ -52,21 +68,28 @@ from models.rumour import (
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_EMBED_CACHE = Path(tempfile.gettempdir()) / "crowdwatch-rumour-embeddings"
 EVENTS = ("charliehebdo", "ebola-essien", "ferguson", "gurlitt", "prince-toronto",
           "putinmissing", "sydneysiege")
 BOTH_CLASSES = ("ferguson", "gurlitt", "putinmissing", "sydneysiege")
 LABELS = ("rumour", "non-rumour")
+# the identity (see models.rumour.embedder_identity) a model trained on each embedder needs
+EMBEDDER_NAMES = {"default": "e5-small", "hashing": "hashingembedder"}
+# terms of the score that are not fitted: a fixed offset in the fit
+REASONED_TERMS = ("engagement", "velocity", "acceleration", "query_deny", "unverified",
+                  "official", "reach")
 
 
 @dataclass
 class Dataset:
-    dense: np.ndarray          # n x d
+    dense: np.ndarray          # n x d cue features
     rows: np.ndarray           # CSR-ish coordinates of the hashed n-grams
     cols: np.ndarray
     vals: np.ndarray
     y: np.ndarray              # 1 = rumour
     event: np.ndarray          # event index
     n: int
+    emb: np.ndarray | None = None  # n x k sentence embeddings (None: cue model)
 
 
 def read_posts(data: Path) -> list[tuple[dict[str, object], bool, str]]:
@@ -129,10 +152,19 @@ def sample_weights(ds: Dataset, idx: np.ndarray, one_class_weight: float) -> np.
     return w / w.mean()
 
 
+def _dense_block(ds: Dataset, idx: np.ndarray, use_embed: bool) -> np.ndarray:
+    if use_embed and ds.emb is not None:
+        return np.hstack([ds.dense[idx], ds.emb[idx]])
+    return ds.dense[idx]
+
+
 def train(ds: Dataset, idx: np.ndarray, *, bits: int, l2_dense: float, l2_hash: float,
           min_events: int, one_class_weight: float, steps: int, lr: float,
-          use_hash: bool = True) -> ClaimClassifier:
-    x = ds.dense[idx]
+          use_hash: bool = True, use_embed: bool = False,
+          embedder_name: str = "") -> ClaimClassifier:
+    """One classifier on the rows ``idx``; ``use_embed``: cue features + ``ds.emb``
+    (standardised like the cues, L2 ``l2_dense`` on both)."""
+    x = _dense_block(ds, idx, use_embed)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-6] = 1.0
@@ -141,10 +173,10 @@ def train(ds: Dataset, idx: np.ndarray, *, bits: int, l2_dense: float, l2_hash: 
     sw = sample_weights(ds, idx, one_class_weight)
     n, d = xs.shape
     dim = 1 << bits
-    # sparse part restricted to the training rows, renumbered 0..n-1
+    # sparse part restricted to the training rows, renumbered 0..n-1 (none when unused)
     pos = np.full(ds.n, -1)
     pos[idx] = np.arange(n)
-    keep = pos[ds.rows] >= 0
+    keep = (pos[ds.rows] >= 0) & use_hash
     r, c, v = pos[ds.rows[keep]], ds.cols[keep], ds.vals[keep]
     # buckets seen in at least min_events distinct training events
     ev_of = ds.event[idx][r]
@@ -171,10 +203,16 @@ def train(ds: Dataset, idx: np.ndarray, *, bits: int, l2_dense: float, l2_hash: 
             sh = s[k] / (1 - beta2 ** t)
             params[k] = params[k] - lr * mh / (np.sqrt(sh) + eps)
         wd, wh, b = params[0], params[1] * mask, params[2]
-    return ClaimClassifier(mean, scale, wd, wh, float(b[0]), bits)
+    k = len(DENSE_NAMES)
+    if x.shape[1] == k:
+        return ClaimClassifier(mean, scale, wd, wh, float(b[0]), bits)
+    return ClaimClassifier(mean[:k], scale[:k], wd[:k], wh, float(b[0]), bits,
+                           w_embed=wd[k:], embed_mean=mean[k:], embed_scale=scale[k:],
+                           embedder_name=embedder_name)
 
 
 def predict(model: ClaimClassifier, ds: Dataset, idx: np.ndarray) -> np.ndarray:
+    """P(rumour) of the rows ``idx`` (an embedding model reads ``ds.emb``)."""
     xs = (ds.dense[idx] - model.mean) / model.scale
     pos = np.full(ds.n, -1)
     pos[idx] = np.arange(len(idx))
@@ -182,6 +220,10 @@ def predict(model: ClaimClassifier, ds: Dataset, idx: np.ndarray) -> np.ndarray:
     r, c, v = pos[ds.rows[keep]], ds.cols[keep], ds.vals[keep]
     z = xs @ model.w_dense + model.bias + np.bincount(r, weights=v * model.w_hash[c],
                                                       minlength=len(idx))
+    if model.w_embed is not None:
+        if ds.emb is None:
+            raise ValueError("an embedding model needs the dataset's embeddings")
+        z = z + ((ds.emb[idx] - model.embed_mean) / model.embed_scale) @ model.w_embed
     return 1.0 / (1.0 + np.exp(-z))
 
 
@@ -217,9 +259,13 @@ def event_streams(items: list[tuple[dict[str, object], bool, str]]
     return out
 
 
+Replay = tuple[np.ndarray, list[str], np.ndarray]  # roots, cluster ids, offsets per post
+
+
 def roots_online(stream: list[tuple[dict[str, object], bool]],
-                 factory: Any = SimilarityClusterer) -> tuple[np.ndarray, list[str]]:
-    """The roots count of each post's cluster when it is processed, and the cluster ids."""
+                 factory: Any = SimilarityClusterer) -> Replay:
+    """The roots count of each post's cluster when it is processed, the cluster ids and
+    (zero) offsets: the fit of the built-in clusterers' score ignores the reasoned terms."""
     clusterer = factory()
     out, ids = [], []
     for post in stream:
@@ -227,7 +273,124 @@ def roots_online(stream: list[tuple[dict[str, object], bool]],
         a = clusterer.add(post[0], now)
         out.append(clusterer.features(str(a.cluster_id), now).roots)
         ids.append(str(a.cluster_id))
-    return np.asarray(out, dtype=float), ids
+    return np.asarray(out, dtype=float), ids, np.zeros(len(out))
+
+
+def production_tracker(embedder: Any, settings: RumourSettings,
+                       claims: ClaimClassifier | None = None) -> Any:
+    """What ``crowdwatch eval rumours`` runs: ``RumourTracker`` over ``OnlineClusterer``
+    (default cluster settings, ``embedder``); no stance model (PHEME holds source posts
+    only)."""
+    from models.clusters import ClusterSettings, OnlineClusterer
+    from models.rumour_tracker import RumourTracker
+
+    return RumourTracker(OnlineClusterer(ClusterSettings(), embedder), RumourScorer(settings),
+                         claims=claims)
+
+
+def replay_production(stream: list[tuple[dict[str, object], bool]], embedder: Any) -> Replay:
+    """Replay one post at a time through the production tracker (as
+    ``evaluate_tracker(..., batch=1)`` does, same order) and record, per post, its
+    cluster's roots, id and the sum of the reasoned score terms right after it joined
+    (the features the tracker scores it with).  Clustering does not depend on the claim
+    model, so one replay per event serves every fold."""
+    from models.rumour_tracker import post_ts
+
+    tracker = production_tracker(embedder, RumourSettings())
+    ordered = sorted(stream, key=lambda r: post_ts(r[0], 0.0))
+    if [r[0]["id"] for r in ordered] != [r[0]["id"] for r in stream]:
+        raise ValueError("stream is not in evaluate_tracker's order")
+    roots, ids, offsets = [], [], []
+    for post, _ in ordered:
+        out = tracker.process([post])
+        ann = next(a for a in out.annotations if a.id == post["id"])
+        c = next(c for c in [*out.changed, *out.expired] if c.id == ann.cluster)
+        f = tracker.features(c, tracker.clusterer.watermark)
+        terms = tracker.scorer.explain(f)
+        roots.append(f.roots)
+        ids.append(ann.cluster)
+        offsets.append(sum(terms[k] for k in REASONED_TERMS))
+    return np.asarray(roots, dtype=float), ids, np.asarray(offsets)
+
+
+class TableEmbedder:
+    """Vectors looked up by exact text (the PHEME cache); a text not in the table is
+    embedded by ``load`` (called once, lazily).  ``path`` carries the identity of the
+    embedder the table came from, so models accept it as that embedder."""
+
+    def __init__(self, table: dict[str, np.ndarray], dim: int, identity: str,
+                 load: Any = None) -> None:
+        self.table = table
+        self._dim = dim
+        self.path = Path(identity)
+        self._load = load
+        self._inner: Any = None
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        missing = [i for i, t in enumerate(texts) if t not in self.table]
+        for i, t in enumerate(texts):
+            if t in self.table:
+                out[i] = self.table[t]
+        if missing:
+            if self._inner is None:
+                if self._load is None:
+                    raise KeyError(f"{len(missing)} texts not in the embedding table")
+                self._inner = self._load()
+            vecs = self._inner.embed([texts[i] for i in missing])
+            for i, v in zip(missing, vecs, strict=True):
+                self.table[texts[i]] = v
+                out[i] = v
+        return out
+
+
+def post_texts(items: list[tuple[dict[str, object], bool, str]]) -> list[str]:
+    return [str(post.get("text") or "") for post, _, _ in items]
+
+
+def embed_posts(items: list[tuple[dict[str, object], bool, str]], spec: str,
+                cache: Path | None) -> tuple[np.ndarray, TableEmbedder]:
+    """Sentence vectors of the posts' texts (the strings the tracker embeds) with
+    ``models.embed.load_embedder(spec)``, cached under ``cache`` (keyed by the texts and
+    the spec); and an embedder that serves them (and embeds anything else)."""
+    from models.embed import load_embedder
+
+    texts = post_texts(items)
+    key = hashlib.blake2b("\x00".join([spec, "single", *texts]).encode("utf-8",
+                                                                        "surrogatepass"),
+                          digest_size=8).hexdigest()
+    path = cache / f"pheme-{spec}-{key}.npz" if cache else None
+    holder: dict[str, Any] = {}
+
+    def load() -> Any:
+        if "e" not in holder:
+            holder["e"] = load_embedder(spec, threads=1)
+        return holder["e"]
+
+    if path is not None and path.exists():
+        with np.load(path) as npz:
+            vecs, identity = npz["x"], str(npz["identity"])
+    else:
+        emb = load()
+        if emb is None:
+            raise ValueError(f"embedder {spec!r} gives no vectors")
+        t0 = time.perf_counter()
+        # one text per call, as the tracker embeds in `crowdwatch eval rumours` (batch 1):
+        # the int8 model's vectors depend a little on batch composition (cos ~0.99), enough
+        # to move roots across the clusterer's cosine threshold
+        vecs = np.stack([emb.embed([t])[0] for t in texts]) if texts else np.zeros((0, 1))
+        identity = embedder_identity(emb)
+        print(f"embedded {len(texts)} posts with {spec!r} in "  # noqa: T201
+              f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, x=vecs, identity=np.asarray(identity))
+    table = dict(zip(texts, vecs, strict=True))
+    return vecs.astype(np.float64), TableEmbedder(table, vecs.shape[1], identity, load)
 
 
 def running_mean(probs: np.ndarray, clusters: list[str]) -> np.ndarray:
@@ -244,14 +407,17 @@ def running_mean(probs: np.ndarray, clusters: list[str]) -> np.ndarray:
 
 
 def fit_score(z_claim: np.ndarray, roots: np.ndarray, y: np.ndarray, w: np.ndarray,
-              l2: float = 0.01, steps: int = 3000) -> dict[str, float]:
+              l2: float = 0.01, steps: int = 3000,
+              offset: np.ndarray | None = None) -> dict[str, float]:
     """Fit ``w_claim``, ``w_roots`` and ``bias`` of the cluster score (Newton steps on the
-    weighted log loss; w_roots is then clipped at >= 0 to keep the score monotone)."""
+    weighted log loss; w_roots is then clipped at >= 0 to keep the score monotone).
+    ``offset``: the score's other (reasoned) terms per post, fixed."""
     x = np.column_stack([z_claim, np.log(np.maximum(1.0, roots)), np.ones_like(z_claim)])
+    off = np.zeros(len(y)) if offset is None else np.asarray(offset, dtype=float)
     theta = np.array([1.0, 0.0, 0.0])
     reg = np.array([l2, l2, 0.0])
     for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(x @ theta)))
+        p = 1.0 / (1.0 + np.exp(-(x @ theta + off)))
         g = x.T @ (w * (p - y)) / len(y) + 2 * reg * theta
         h = (x * (w * p * (1 - p))[:, None]).T @ x / len(y) + 2 * np.diag(reg) + 1e-9 * np.eye(3)
         step = np.linalg.solve(h, g)
@@ -301,19 +467,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     ap.add_argument("--bits", type=int, default=HASH_BITS)
-    ap.add_argument("--l2-dense", type=float, default=0.01)
+    ap.add_argument("--l2-dense", type=float, default=0.01,
+                    help="L2 of the cue weights of the cue-only (fallback) model")
+    ap.add_argument("--l2-embed", type=float, default=0.3,
+                    help="L2 of the cue + embedding weights of the embedding model")
     ap.add_argument("--l2-hash", type=float, default=0.01)
     ap.add_argument("--min-events", type=int, default=3)
     ap.add_argument("--one-class-weight", type=float, default=0.3)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--no-hash", action="store_true")
+    ap.add_argument("--no-hash", action="store_true", help="no n-grams in the cue model")
     ap.add_argument("--no-save", action="store_true")
-    ap.add_argument("--clusterer", choices=("similarity", "online", "singleton"),
-                    default="similarity",
-                    help="clusterer whose cluster sizes the score is fitted and evaluated with: "
-                    "the built-in SimilarityClusterer, models.clusters.OnlineClusterer "
-                    "(MinHash only) or every root alone")
+    ap.add_argument("--embedder", choices=("default", "hashing", "off"), default="default",
+                    help="sentence embedder of the claim model and the production clusterer "
+                    "(models.embed.load_embedder); off: the cue + n-gram model alone")
+    ap.add_argument("--embed-cache", type=Path, default=DEFAULT_EMBED_CACHE,
+                    help="folder for the cached PHEME embeddings")
+    clusterers = ("production", "similarity", "online", "singleton")
+    ap.add_argument("--clusterer", choices=clusterers, default="production",
+                    help="clusterer the held-out events are scored with: production = "
+                    "RumourTracker + OnlineClusterer with --embedder, scored by evaluate_tracker "
+                    "(batch 1), as `crowdwatch eval rumours`; similarity = the built-in "
+                    "SimilarityClusterer, online = OnlineClusterer MinHash only, singleton = "
+                    "every root alone (these three scored by evaluate_rumours)")
+    ap.add_argument("--fit-clusterer", choices=clusterers, default="similarity",
+                    help="clusterer whose cluster sizes the score coefficients are fitted with "
+                    "(default similarity: generalised better leave-one-event-out than fitting "
+                    "on the production clusters, see docs/rumour-model.md)")
+    ap.add_argument("--claim-model", choices=("embedding", "cue"), default="embedding",
+                    help="embedding: cue features + sentence vectors of --embedder (with the "
+                    "cue model as fallback); cue: cue features + n-grams only")
     ap.add_argument("--latency", action="store_true",
                     help="only replay RumourEval threads with the shipped model and print "
                          "the detection latency (no stance / oracle stance)")
@@ -327,21 +510,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no PHEME data under {args.data / 'rumour'}", file=sys.stderr)  # noqa: T201
         return 2
     ds = featurise(items, args.bits)
-    kw: dict[str, Any] = {"bits": args.bits, "l2_dense": args.l2_dense, "l2_hash": args.l2_hash,
-          "min_events": args.min_events, "one_class_weight": args.one_class_weight,
-          "steps": args.steps, "lr": args.lr, "use_hash": not args.no_hash}
+    embedder: Any = None
+    name = ""
+    if args.embedder != "off":
+        ds.emb, embedder = embed_posts(items, args.embedder, args.embed_cache)
+        name = EMBEDDER_NAMES[args.embedder]
+    embed_claims = embedder is not None and args.claim_model == "embedding"
+    kw_cue: dict[str, Any] = {
+        "bits": args.bits, "l2_dense": args.l2_dense, "l2_hash": args.l2_hash,
+        "min_events": args.min_events, "one_class_weight": args.one_class_weight,
+        "steps": args.steps, "lr": args.lr, "use_hash": not args.no_hash}
+    kw = kw_cue if not embed_claims else {
+        **kw_cue, "l2_dense": args.l2_embed, "use_hash": False, "use_embed": True,
+        "embedder_name": name}
     streams = event_streams(items)
-    # out-of-event probabilities: oof[e][f] = P for event f's posts from a model trained
-    # without e and f (nested, for fitting the score on events other than e); oof[None][f]
-    # from a model trained without f
     ids = {e: np.flatnonzero(ds.event == i) for i, e in enumerate(EVENTS)}
     order = {e: {str(r["id"]): k for k, r in enumerate(post for post, _, ev in items
                                                             if ev == e)} for e in EVENTS}
-    factory: Any = {"similarity": SimilarityClusterer, "online": OnlineClustererAdapter,
-                    "singleton": SingletonClusterer}[args.clusterer]
-    clustered = {e: roots_online(streams[e], factory) for e in EVENTS if e in streams}
-    roots = {e: r for e, (r, _) in clustered.items()}
-    stream_pos = {e: [order[e][str(post["id"])] for post, _ in streams[e]] for e in roots}
+    production = args.clusterer == "production"
+    factories: dict[str, Any] = {"similarity": SimilarityClusterer,
+                                 "online": OnlineClustererAdapter,
+                                 "singleton": SingletonClusterer}
+    factory = factories.get(args.clusterer)
+    t0 = time.perf_counter()
+    clustered = {e: (replay_production(streams[e], embedder)
+                     if args.fit_clusterer == "production"
+                     else roots_online(streams[e], factories[args.fit_clusterer]))
+                 for e in EVENTS if e in streams}
+    print(f"clustered in {time.perf_counter() - t0:.0f}s", file=sys.stderr)  # noqa: T201
+    stream_pos = {e: [order[e][str(post["id"])] for post, _ in streams[e]] for e in clustered}
 
     def oof(excluded: set[str], event: str) -> np.ndarray:
         train_idx = np.flatnonzero(~np.isin(ds.event, [EVENTS.index(x) for x in excluded]))
@@ -352,15 +549,31 @@ def main(argv: list[str] | None = None) -> int:
         means = {e: np.clip(running_mean(probs[e], clustered[e][1]), 1e-4, 1 - 1e-4)
                  for e in events}
         z = np.concatenate([np.log(means[e] / (1 - means[e])) for e in events])
-        r = np.concatenate([roots[e] for e in events])
+        r = np.concatenate([clustered[e][0] for e in events])
+        off = np.concatenate([clustered[e][2] for e in events])
         y = np.concatenate([[1.0 if lab else 0.0 for _, lab in streams[e]] for e in events])
         ev = np.concatenate([[EVENTS.index(e)] * len(streams[e]) for e in events])
         pseudo = Dataset(np.zeros((len(y), 1)), np.zeros(0, np.int64), np.zeros(0, np.int64),
                          np.zeros(0), y, ev, len(y))
         w = sample_weights(pseudo, np.arange(len(y)), args.one_class_weight)
-        return fit_score(z, r, y, w)
+        return fit_score(z, r, y, w, offset=off)
 
-    present = [e for e in EVENTS if e in roots]
+    def evaluate(event: str, model: ClaimClassifier, params: dict[str, float]) -> Any:
+        gold = {str(post["id"]): lab for post, lab in streams[event]}
+        settings = RumourSettings(w_claim=params["w_claim"], w_roots=params["w_roots"],
+                                  bias=params["bias"])
+        if production:
+            from models.rumour_tracker import evaluate_tracker
+
+            tracker = production_tracker(embedder, settings, model.with_embedder(embedder))
+            return evaluate_tracker([post for post, _ in streams[event]], gold, tracker,
+                                    batch=1)
+        return evaluate_rumours((post for post, _ in streams[event]), gold,
+                                scorer=RumourScorer(settings),
+                                classifier=model.with_embedder(embedder),
+                                clusterer_factory=factory)
+
+    present = [e for e in EVENTS if e in clustered]
     table: dict[str, dict[str, float]] = {}
     loeo_probs: dict[str, np.ndarray] = {}
     for event in present:
@@ -373,42 +586,53 @@ def main(argv: list[str] | None = None) -> int:
         params = score_fit(others, nested)
         y = np.asarray([lab for _, lab in streams[event]], dtype=float)
         mf, rf = macro_f1(y, p)
-        report = evaluate_rumours((post for post, _ in streams[event]),
-                                  {str(post["id"]): lab for post, lab in streams[event]},
-                                  scorer=RumourScorer(RumourSettings(
-                                      w_claim=params["w_claim"], w_roots=params["w_roots"],
-                                      bias=params["bias"])),
-                                  classifier=model, clusterer_factory=factory)
-        table[event] = {"n": float(len(y)), "rumour_share": float(y.mean()),
-                        "claim_macro_f1": mf, "claim_rumour_f1": rf,
-                        "claim_flagged": float((p >= 0.5).mean()),
-                        "score_macro_f1": report.online.macro_f1,
-                        "score_rumour_f1": report.online.f1["rumour"],
-                        "score_precision": report.online.precision["rumour"],
-                        "score_recall": report.online.recall["rumour"],
-                        "end_macro_f1": report.at_end.macro_f1,
-                        **{f"fit_{k}": v for k, v in params.items()}}
-    header = (f"{'event':15} {'n':>5} {'rum%':>5} | {'claim':>6} {'flag%':>5} | "
-              f"{'score':>6} {'P':>5} {'R':>5} {'F1r':>5} | {'atEnd':>6} | fitted w_roots")
-    print("per held-out event; claim = classifier alone at 0.5; score = rumour score "  # noqa: T201
-          f"online (flag when processed, clusterer {args.clusterer}); "
-          "atEnd = flag at end of stream")
-    print(header)  # noqa: T201
+        row: dict[str, float] = {"n": float(len(y)), "rumour_share": float(y.mean()),
+                                 "claim_macro_f1": mf, "claim_rumour_f1": rf,
+                                 "claim_flagged": float((p >= 0.5).mean()),
+                                 "claim_auc": roc_auc(y, p)}
+        if embed_claims:  # the cue-only fallback alone, for comparison
+            cue = train(ds, train_idx, **kw_cue)
+            pc = predict(cue, ds, ids[event])[stream_pos[event]]
+            row["cue_macro_f1"], _ = macro_f1(y, pc)
+            row["cue_auc"] = roc_auc(y, pc)
+        report = evaluate(event, model, params)
+        row.update({"score_macro_f1": report.online.macro_f1,
+                    "score_rumour_f1": report.online.f1["rumour"],
+                    "score_precision": report.online.precision["rumour"],
+                    "score_recall": report.online.recall["rumour"],
+                    "end_macro_f1": report.at_end.macro_f1,
+                    **{f"fit_{k}": v for k, v in params.items()}})
+        table[event] = row
+    print("per held-out event; claim = classifier alone at 0.5 (AUC: ranking); score = "  # noqa: T201
+          f"rumour score online (flag when processed; clusterer {args.clusterer}, "
+          f"embedder {args.embedder}, claim model {args.claim_model}, score fitted with "
+          f"clusterer {args.fit_clusterer}); atEnd = flag at end of stream")
+    print(f"{'event':15} {'n':>5} {'rum%':>5} | {'claim':>6} {'AUC':>5} {'flag%':>5} | "  # noqa: T201
+          f"{'score':>6} {'P':>5} {'R':>5} {'F1r':>5} | {'atEnd':>6} | w_claim w_roots bias")
     for event, row in table.items():
         print(f"{event:15} {int(row['n']):5d} {row['rumour_share']:5.2f} | "  # noqa: T201
-              f"{row['claim_macro_f1']:6.3f} {row['claim_flagged']:5.2f} | "
+              f"{row['claim_macro_f1']:6.3f} {row['claim_auc']:5.2f} "
+              f"{row['claim_flagged']:5.2f} | "
               f"{row['score_macro_f1']:6.3f} {row['score_precision']:5.2f} "
               f"{row['score_recall']:5.2f} {row['score_rumour_f1']:5.2f} | "
-              f"{row['end_macro_f1']:6.3f} | {row['fit_w_roots']:.2f}")
+              f"{row['end_macro_f1']:6.3f} | {row['fit_w_claim']:.2f} {row['fit_w_roots']:.2f} "
+              f"{row['fit_bias']:.2f}")
+    keys = ["claim_macro_f1", "claim_auc", "score_macro_f1", "end_macro_f1"]
+    keys += ["cue_macro_f1", "cue_auc"] if embed_claims else []
     means = {k: float(np.mean([table[e][k] for e in BOTH_CLASSES if e in table]))
-             for k in ("claim_macro_f1", "score_macro_f1", "end_macro_f1")}
-    print(f"mean macro-F1 over the two-class events {', '.join(BOTH_CLASSES)}: "  # noqa: T201
-          f"claim {means['claim_macro_f1']:.3f}, score online {means['score_macro_f1']:.3f}, "
-          f"score at end {means['end_macro_f1']:.3f}")
+             for k in keys}
+    print(f"mean over the two-class events {', '.join(BOTH_CLASSES)}: "  # noqa: T201
+          + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
     if not args.no_save:
         model = train(ds, np.arange(ds.n), **kw)
+        if embed_claims:
+            model.fallback = train(ds, np.arange(ds.n), **kw_cue)
         params = score_fit(present, loeo_probs)
-        model.meta = {"seed": args.seed, "trained_on": present, "settings": kw,
+        model.meta = {"seed": args.seed, "trained_on": present,
+                      "settings": {k: v for k, v in kw.items() if k != "embedder_name"},
+                      "fallback_settings": kw_cue if embed_claims else None,
+                      "embedder": args.embedder, "clusterer": args.clusterer,
+                      "fit_clusterer": args.fit_clusterer, "claim_model": args.claim_model,
                       "score": {k: round(v, 4) for k, v in params.items()},
                       "loeo": {e: {k: round(v, 4) for k, v in row.items()}
                                for e, row in table.items()},
@@ -418,6 +642,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}: score coefficients {model.meta['score']}")  # noqa: T201
     print(f"took {time.perf_counter() - start:.1f}s", file=sys.stderr)  # noqa: T201
     return 0
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); 0.5 when one class is absent."""
+    pos, neg = p[y == 1], p[y == 0]
+    if not len(pos) or not len(neg):
+        return 0.5
+    values = np.concatenate([pos, neg])
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    i = 0
+    while i < len(values):  # average ranks of ties
+        j = i
+        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2)
+                 / (len(pos) * len(neg)))
 
 
 if __name__ == "__main__":
