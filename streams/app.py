@@ -8,12 +8,15 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import logging
 import multiprocessing
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agents import alerts as alerts_agent
+from agents import annotations as annotations_agent
 from agents import enrich as enrich_agent
 from agents import rumours as rumours_agent
 from agents import sentiment as sentiment_agent
@@ -186,10 +190,12 @@ class Pipeline:
                                                  top_k=settings.rumour_top_k),
                 topic_signals=settings.topic_signals, base_registry=base)
             self.rumours.alerts = self.alerts
+            self.rumours.annotations = annotations_agent.register(self)
             rumours_agent.register(self)
         if scorer is not None:
             sentiment_agent.register(self)
         self._register_web()
+        self._register_api()
         self._register_timers()
 
     # ---- state, outputs, metrics (called by agents) ----
@@ -344,6 +350,43 @@ class Pipeline:
             ok, body = await pipeline.health()
             return web.json(body, status=200 if ok else 503)
 
+    def _register_api(self) -> None:
+        """``/api/*`` (JSON arrays for Grafana's Infinity datasource), and the bearer token
+        of ``/metrics`` when ``CROWDWATCH_METRICS_TOKEN`` is set (see :func:`api_response`)."""
+        pipeline = self
+        access = ApiAccess.from_settings(self.settings)
+        if not access.token and not access.loopback:
+            log.warning("CROWDWATCH_WEB_HOST=%s is not a loopback address and "
+                        "CROWDWATCH_API_TOKEN is not set: /api/* answers 403 (never expose "
+                        "citizen data unauthenticated)", self.settings.web_host)
+
+        def page(route: str) -> None:
+            @self.app.page(f"/api/{route}", name=f"crowdwatch.api.{route}")
+            async def api_page(web: Any, request: Any) -> Any:
+                status, body, headers = await api_response(
+                    route, pipeline.store, pipeline.event_name, request.query,
+                    request.headers, access)
+                return web.json(body, status=status, headers=headers)
+
+        for route in API_ROUTES:
+            page(route)
+        metrics_token = self.settings.metrics_token.get_secret_value()
+        web_app = getattr(getattr(self.app, "web", None), "web_app", None) \
+            if self.app.conf.web_enabled else None
+        if metrics_token and web_app is not None:
+            from aiohttp import web as aioweb
+
+            @aioweb.middleware
+            async def metrics_auth(request: Any, handler: Any) -> Any:
+                if request.path == "/metrics" and not bearer_ok(request.headers, metrics_token):
+                    return aioweb.json_response(
+                        {"error": "unauthorized: /metrics needs Authorization: Bearer "
+                                  "<CROWDWATCH_METRICS_TOKEN>"},
+                        status=401, headers={"WWW-Authenticate": 'Bearer realm="crowdwatch"'})
+                return await handler(request)
+
+            web_app.middlewares.append(metrics_auth)
+
     def _register_timers(self) -> None:
         @self.app.task
         async def warm_up() -> None:
@@ -363,3 +406,240 @@ class Pipeline:
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         await self.store.close()
+
+
+# ---- worker API (/api/*): plain functions, tested without a web server ----
+
+API_MAX_ROWS = 500
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost (the only hosts /api/* serves tokenless)."""
+    host = host.strip().strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bearer_ok(headers: Mapping[str, str], token: str) -> bool:
+    """``Authorization: Bearer <token>`` matches ``token`` (constant-time compare)."""
+    scheme, _, given = (headers.get("Authorization") or headers.get("authorization")
+                        or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8"))
+
+
+class ApiAccess:
+    """Who may read /api/*: with a token, whoever sends it; without one, anyone who can
+    reach a loopback-bound worker; nobody on a non-loopback bind (403)."""
+
+    def __init__(self, token: str, web_host: str) -> None:
+        self.token = token
+        self.web_host = web_host
+        self.loopback = is_loopback(web_host)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiAccess:
+        return cls(settings.api_token.get_secret_value(), settings.web_host)
+
+    def check(self, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]] | None:
+        """None when allowed, else (status, error body)."""
+        if self.token:
+            if bearer_ok(headers, self.token):
+                return None
+            return 401, {"error": "unauthorized: send Authorization: Bearer "
+                                  "<CROWDWATCH_API_TOKEN>"}
+        if self.loopback:
+            return None
+        return 403, {"error": "forbidden: the worker listens on a non-loopback address "
+                              "without CROWDWATCH_API_TOKEN; set one (never expose citizen "
+                              "data unauthenticated)"}
+
+
+class ApiError(ValueError):
+    """A bad query parameter (400)."""
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ApiError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _bool_param(query: Mapping[str, str], name: str) -> bool:
+    raw = (query.get(name) or "0").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off", ""):
+        return False
+    raise ApiError(f"{name} must be 0 or 1, got {raw!r}")
+
+
+def _epoch(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return ts.timestamp() if ts.tzinfo is not None else None
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
+        return ", ".join(str(v) for v in value)
+    return None
+
+
+def _flat(doc: Mapping[str, Any], drop: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Scalar fields as they are, lists of scalars joined with ", ", others left out."""
+    return {k: _scalar(v) for k, v in doc.items()
+            if k not in drop and (_scalar(v) is not None or v is None)}
+
+
+async def api_clusters(store: StateStore, event: str, query: Mapping[str, str],
+                       now: float) -> list[dict[str, Any]]:
+    """``/api/clusters?top=N``: the store's top clusters by rumour score (any worker
+    answers; not only the one holding the claims partition)."""
+    top = _int_param(query, "top", 20, 1, API_MAX_ROWS)
+    rows = []
+    for rank, snap in enumerate(await store.top_clusters(event, top), start=1):
+        row: dict[str, Any] = {"rank": rank, "event": event}
+        row.update(_flat(snap, frozenset({"stance", "sample_posts", "top_spreaders"})))
+        stance = snap.get("stance")
+        stance = stance if isinstance(stance, Mapping) else {}
+        for key in ("support", "deny", "query", "comment"):
+            row[f"stance_{key}"] = int(stance.get(key, 0) or 0)
+        samples = snap.get("sample_posts") or []
+        first = samples[0] if samples and isinstance(samples[0], Mapping) else {}
+        row["sample_text"] = str(first.get("text") or "")
+        row["samples"] = len(samples)
+        # the one nested value: Infinity tables can expand it (root selector sample_posts)
+        row["sample_posts"] = [{"id": str(p.get("id")), "text": str(p.get("text") or "")}
+                               for p in samples if isinstance(p, Mapping)]
+        last = _epoch(snap.get("last_seen"))
+        row["idle_s"] = None if last is None else round(max(0.0, now - last), 1)
+        rows.append(row)
+    return rows
+
+
+async def api_rebuttals(store: StateStore, event: str, query: Mapping[str, str],
+                        now: float) -> list[dict[str, Any]]:
+    """``/api/rebuttals``: one row per linked (official post, cluster) with its race."""
+    from streams.rumours import LINKS, RACES
+
+    links = await store.get_docs(event, LINKS)
+    races = await store.get_docs(event, RACES)
+    rows = []
+    for key in sorted(set(links) | set(races)):
+        link = links.get(key) or {}
+        race = races.get(key) or {}
+        row: dict[str, Any] = {
+            "event": event,
+            "official_post": link.get("official_post") or race.get("official_post"),
+            "cluster": link.get("cluster") or race.get("cluster"),
+            "link_source": link.get("source"), "linked_at": link.get("at"),
+            "linked": bool(link),
+        }
+        row.update(_flat(race, frozenset({"official_post", "cluster", "episodes"})))
+        episodes = race.get("episodes") or []
+        row["episodes"] = len(episodes) if isinstance(episodes, list) else 0
+        row.setdefault("state", None)
+        row.setdefault("reach_ratio", None)
+        rows.append(row)
+    rows.sort(key=lambda r: (r.get("state") != "firing", -(r.get("rumour_reach") or 0),
+                             str(r["official_post"]), str(r["cluster"])))
+    return rows
+
+
+async def api_webcare(store: StateStore, event: str, query: Mapping[str, str],
+                      now: float) -> list[dict[str, Any]]:
+    """``/api/webcare?all=0|1``: unanswered questions/complaints to official accounts,
+    oldest first, with ``age_s`` (now - asked); ``all=1`` adds the answered ones after."""
+    from streams.rumours import WEBCARE
+
+    show_all = _bool_param(query, "all")
+    rows = []
+    for doc in (await store.get_docs(event, WEBCARE)).values():
+        if not isinstance(doc, Mapping) or (doc.get("answered") and not show_all):
+            continue
+        row = {"event": event, **_flat(doc, frozenset({"event", "age_s"}))}
+        asked = _epoch(doc.get("created_at"))
+        row["age_s"] = None if doc.get("answered") or asked is None \
+            else round(max(0.0, now - asked), 1)
+        row["answered"] = bool(doc.get("answered"))
+        rows.append(row)
+    rows.sort(key=lambda r: (r["answered"], _epoch(r.get("created_at")) is None,
+                             _epoch(r.get("created_at")) or 0.0, str(r.get("id"))))
+    return rows
+
+
+async def api_official_posts(store: StateStore, event: str, query: Mapping[str, str],
+                             now: float) -> list[dict[str, Any]]:
+    """``/api/official_posts``: reach of every official post, newest first."""
+    from streams.rumours import REACH
+
+    rows = []
+    for doc in (await store.get_docs(event, REACH)).values():
+        if not isinstance(doc, Mapping):
+            continue
+        row = {"event": event, **_flat(doc, frozenset({"curve", "time_to_reposts"}))}
+        ttr = doc.get("time_to_reposts")
+        ttr = ttr if isinstance(ttr, Mapping) else {}
+        for n, seconds in sorted(ttr.items(), key=lambda kv: int(kv[0])
+                                 if str(kv[0]).isdigit() else 0):
+            row[f"time_to_{n}_reposts_s"] = seconds
+        curve = doc.get("curve") or []
+        row["active_minutes"] = len(curve) if isinstance(curve, list) else 0
+        row["last_engagement_minute"] = curve[-1][0] if curve and isinstance(curve[-1], list) \
+            else None
+        rows.append(row)
+    rows.sort(key=lambda r: (_epoch(r.get("first_seen")) or 0.0, str(r.get("id"))),
+              reverse=True)
+    return rows
+
+
+API_ROUTES = {
+    "clusters": api_clusters,
+    "rebuttals": api_rebuttals,
+    "webcare": api_webcare,
+    "official_posts": api_official_posts,
+}
+_UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="crowdwatch"'}
+
+
+async def api_response(route: str, store: StateStore, event: str, query: Mapping[str, str],
+                       headers: Mapping[str, str], access: ApiAccess,
+                       now: float | None = None) -> tuple[int, Any, dict[str, str]]:
+    """(status, JSON body, response headers) of ``GET /api/<route>``: 200 with a JSON
+    array of flat objects; 401/403 (see :class:`ApiAccess`), 400 (bad parameter), 404,
+    503 (store unreachable) with ``{"error": ...}``."""
+    denied = access.check(headers)
+    if denied is not None:
+        status, body = denied
+        return status, body, dict(_UNAUTHORIZED) if status == 401 else {}
+    handler = API_ROUTES.get(route)
+    if handler is None:
+        return 404, {"error": f"no such API route: {route}"}, {}
+    try:
+        rows = await handler(store, event, query, time.time() if now is None else now)
+    except ApiError as exc:
+        return 400, {"error": str(exc)}, {}
+    except Exception as exc:  # redis errors are not OSErrors
+        log.warning("/api/%s: state store read failed: %s", route, exc.__class__.__name__)
+        return 503, {"error": "state store unreachable"}, {"Retry-After": "5"}
+    return 200, rows, {"Cache-Control": "no-store"}

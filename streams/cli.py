@@ -1143,6 +1143,61 @@ def alerts_test(
                   f"resolves in {resolve_after:.0f}s")
 
 
+# ---- dashboards (issue 7): self-contained
+
+
+dashboards_app = typer.Typer(help="Grafana dashboards.", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
+DASHBOARDS_DIR = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "dashboards"
+
+
+@dashboards_app.command("push")
+def dashboards_push(
+    url: Annotated[str | None, typer.Option(
+        help="Grafana base URL, e.g. https://grafana.example:3000 (default "
+        "CROWDWATCH_GRAFANA_URL)")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="Service-account token, role Editor (default CROWDWATCH_GRAFANA_TOKEN; prefer "
+        "the variable: options show in the process list)")] = None,
+    folder: Annotated[str | None, typer.Option(
+        help="Folder title (created when missing); default: the root (General) folder")] = None,
+    directory: Annotated[Path, typer.Option(
+        "--dir", help="Dashboards to upload (*.json)")] = DASHBOARDS_DIR,
+    timeout: Annotated[float, typer.Option(min=0.5, help="Seconds per request")] = 10.0,
+) -> None:
+    """Upload every dashboard JSON to an existing Grafana (create or overwrite by uid).
+
+    Exit codes: 0 all pushed; 1 Grafana rejected a dashboard (e.g. 412); 2 bad arguments,
+    no token or no dashboards; 3 Grafana unreachable; 4 token refused (401/403)."""
+    from streams.grafana import GrafanaError, load_dashboards, push_dashboards, redact
+
+    settings = _settings()
+    target = url or settings.grafana_url
+    secret = token or settings.grafana_token.get_secret_value()
+    if not target:
+        raise fail("no Grafana URL: pass --url or set CROWDWATCH_GRAFANA_URL")
+    if not secret:
+        raise fail("no Grafana token: set CROWDWATCH_GRAFANA_TOKEN (or pass --token); create "
+                   "a service account with role Editor in Grafana")
+    try:
+        dashboards = load_dashboards(directory)
+        report = push_dashboards(target, secret, dashboards, folder=folder, timeout_s=timeout)
+    except GrafanaError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    where = f"folder {folder!r}" if folder else "the General folder"
+    for r in report.results:
+        if r.ok:
+            out.print(f"[green]pushed[/] {r.path.name}: {r.title} (uid {r.uid}, version "
+                      f"{r.version}) {r.url}", highlight=False, soft_wrap=True)
+        else:
+            err.print(f"[bold red]rejected[/] {r.error}", highlight=False, soft_wrap=True)
+    pushed = len(report.results) - len(report.failed)
+    out.print(f"{pushed} of {len(report.results)} dashboard(s) pushed to {where} at "
+              f"{redact(target).rstrip('/')} (Grafana {report.grafana_version})", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.monotonic()

@@ -119,6 +119,7 @@ class RumourStage:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crowdwatch-rumours")
         self.unreadable = 0
         self.alerts: Any = None  # agents.alerts.EventAlerts when alerting is configured
+        self.annotations: Any = None  # agents.annotations.EventAnnotations (Grafana)
 
     async def process(self, values: Sequence[bytes | None]) -> list[Output]:
         started = time.monotonic()
@@ -201,6 +202,9 @@ class RumourStage:
             for c in batch.expired:
                 if c.flagged_at is not None:
                     self.alerts.observe_cluster({"id": c.id}, ended=True)
+        if self.annotations is not None:
+            for snap in snaps:
+                self.annotations.observe_cluster(snap)
         self._set_gauges()
         out: list[Output] = [
             (self.topic_events, e.cluster.encode(), dumps(e.to_dict(self.event)), None)
@@ -218,6 +222,9 @@ class RumourStage:
         for pid, accounts in engaged.items():
             await self.store.add_distinct(self.event, f"reach:{pid}:accounts", accounts, ttl)
         await self.store.put_docs(self.event, REACH, {r["id"]: r for r in ob.changed_posts}, ttl)
+        if self.annotations is not None:
+            for row in ob.changed_posts:
+                self.annotations.observe_official(row)
         await self.store.put_docs(self.event, WEBCARE, {w["id"]: w for w in ob.webcare}, ttl)
         await self.store.put_docs(self.event, SUGGESTIONS, {
             link_key(s["official_post"], s["cluster"]): s for s in ob.suggestions}, ttl)

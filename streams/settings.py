@@ -46,6 +46,11 @@ class Settings(BaseSettings):
                               description="Key prefix in Redis (one per deployment)")
     prometheus_url: str = ""
     alertmanager_url: str = ""
+    grafana_url: str = Field(default="", description=(
+        "Grafana base URL: target of `crowdwatch dashboards push` and of the worker's "
+        "annotations (flagged clusters, official posts). Empty: no annotations"))
+    grafana_token: SecretStr = Field(default=SecretStr(""), description=(
+        "Grafana service-account token (Editor) for dashboards push and annotations"))
 
     # --- topics ---
     topic_raw: str = "posts.raw"
@@ -100,6 +105,11 @@ class Settings(BaseSettings):
     app_id: str = Field(default="crowdwatch", description="Faust app id = Kafka consumer group")
     web_host: str = Field(default="127.0.0.1", description="Bind address of /metrics and /health")
     web_port: int = Field(default=6066, ge=0, le=65535)
+    api_token: SecretStr = Field(default=SecretStr(""), description=(
+        "Bearer token required by the worker's /api/* (citizen data). Empty: /api/* answers "
+        "only when CROWDWATCH_WEB_HOST is a loopback address, else 403"))
+    metrics_token: SecretStr = Field(default=SecretStr(""), description=(
+        "Bearer token required by /metrics when set (Prometheus: authorization.credentials)"))
     broker_session_timeout: float = Field(default=30.0, gt=0)
     batch_size: int = Field(default=500, ge=1, description="Posts taken from the stream at once")
     agent_concurrency: int = Field(

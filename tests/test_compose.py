@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
@@ -242,7 +243,7 @@ def test_worker_environment_is_real_settings(services: dict[str, Any]) -> None:
             field = key.removeprefix(ENV_PREFIX).lower()
             assert field in fields, f"{name}: {key} is not a Settings field"
             values[field] = value
-        Settings(**values)  # and the values parse (ports are ints, ...)
+        Settings.model_validate(values)  # and the values parse (ports are ints, ...)
 
 
 def test_kafka_bootstrap_is_the_internal_listener(services: dict[str, Any]) -> None:
@@ -366,6 +367,109 @@ def test_grafana_provisioning(services: dict[str, Any]) -> None:
     assert provisioning == (GRAFANA_DIR / "provisioning").resolve()
 
 
+def _provisioned_datasources() -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted((GRAFANA_DIR / "provisioning" / "datasources").glob("*.y*ml")):
+        for ds in _load_yaml(path).get("datasources") or []:
+            assert ds["uid"] not in out, f"datasource uid {ds['uid']} provisioned twice"
+            out[ds["uid"]] = ds
+    return out
+
+
+def _dashboard_files() -> dict[Path, dict[str, Any]]:
+    files = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
+    assert files, "no dashboards: run `python -m dashboards.generate`"
+    return {p: json.loads(p.read_text(encoding="utf-8")) for p in files}
+
+
+def _used_datasources(node: Any) -> Iterator[dict[str, Any]]:
+    """Every {"type", "uid"} datasource reference anywhere in a dashboard document."""
+    if isinstance(node, dict):
+        ds = node.get("datasource")
+        if isinstance(ds, dict) and "uid" in ds:
+            yield ds
+        for value in node.values():
+            yield from _used_datasources(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _used_datasources(value)
+
+
+def test_every_dashboard_file_is_mounted_and_unique(services: dict[str, Any]) -> None:
+    grafana = services["grafana"]
+    providers = _load_yaml(GRAFANA_DIR / "provisioning" / "dashboards" / "crowdwatch.yml")
+    (provider,) = providers["providers"]
+    uids = set()
+    for path, doc in _dashboard_files().items():
+        container = PurePosixPath(provider["options"]["path"]) / path.name
+        assert _host_path_of(grafana, str(container)) == path.resolve(), f"{path} not mounted"
+        assert doc.get("uid") and doc["uid"] not in uids, f"{path}: missing or duplicate uid"
+        uids.add(doc["uid"])
+        assert doc.get("title"), path
+
+
+def test_every_dashboard_datasource_is_provisioned(services: dict[str, Any]) -> None:
+    provisioned = _provisioned_datasources()
+    for path, doc in _dashboard_files().items():
+        for ref in _used_datasources(doc):
+            if ref["uid"] == "-- Grafana --":  # built in: the annotation store
+                continue
+            assert ref["uid"] in provisioned, f"{path.name}: {ref['uid']} not provisioned"
+            assert ref.get("type") == provisioned[ref["uid"]]["type"], (path.name, ref)
+
+
+def test_worker_api_datasource(services: dict[str, Any]) -> None:
+    """The Infinity datasource: plugin installed, pointed at the worker's web port, token
+    from the environment that compose requires for both Grafana and the workers."""
+    provisioned = _provisioned_datasources()
+    (api,) = [ds for ds in provisioned.values()
+              if ds["type"] == "yesoreyeram-infinity-datasource"]
+    grafana_env = _env(services["grafana"])
+    plugins = [p.strip().split()[0] for p in grafana_env["GF_INSTALL_PLUGINS"].split(",")]
+    assert "yesoreyeram-infinity-datasource" in plugins
+    for spec in grafana_env["GF_INSTALL_PLUGINS"].split(","):
+        parts = spec.split()
+        assert len(parts) == 2 and PINNED_TAG.match(parts[1]), f"plugin {spec!r} not pinned"
+    url = urlparse(api["url"])
+    assert url.hostname == "worker" and url.hostname in services
+    assert url.port == int(_env(services["worker"])["CROWDWATCH_WEB_PORT"])
+    assert api["jsonData"]["allowedHosts"] == [api["url"]]
+    assert api["jsonData"]["auth_method"] == "bearerToken"
+    token = api["secureJsonData"]["bearerToken"]
+    var = re.fullmatch(r"\$\{?(\w+)\}?", token)
+    assert var, "the bearer token must come from the environment, not the file"
+    required = re.compile(r"\$\{" + re.escape(var[1]) + r":\?[^}]+\}")
+    assert required.fullmatch(grafana_env[var[1]]), "Grafana must get the token from compose"
+    assert required.fullmatch(_env(services["worker"])[var[1]]), "the workers check the token"
+    # every table panel of the worker API calls this datasource's host
+    for path, doc in _dashboard_files().items():
+        for panel in doc["panels"]:
+            for target in panel.get("targets") or []:
+                if target.get("datasource", {}).get("uid") == api["uid"]:
+                    assert target["url"].startswith(api["url"] + "/api/"), (path.name, target)
+
+
+def test_area_map_files_are_served(services: dict[str, Any]) -> None:
+    """The geomap's gazetteer and outlines: generated files, mounted under Grafana's public
+    directory at the paths the dashboards name."""
+    grafana = services["grafana"]
+    referenced = set()
+    for doc in _dashboard_files().values():
+        for panel in doc["panels"]:
+            if panel["type"] != "geomap":
+                continue
+            for layer in panel["options"]["layers"]:
+                for key in ("gazetteer",):
+                    if layer.get("location", {}).get(key):
+                        referenced.add(layer["location"][key])
+                if layer.get("config", {}).get("src"):
+                    referenced.add(layer["config"]["src"])
+    assert referenced
+    for rel in referenced:
+        host = _host_path_of(grafana, f"/usr/share/grafana/{rel}")
+        assert host is not None and host.is_file(), f"{rel} is not mounted into Grafana"
+
+
 # --------------------------------------------------------------------------- prometheus
 
 
@@ -472,7 +576,7 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
         [docker, "compose", "-f", str(COMPOSE_FILE), "--profile", "demo", "config", "--quiet"],
         capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
         env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
-             "GRAFANA_ADMIN_PASSWORD": "test-only"},
+             "GRAFANA_ADMIN_PASSWORD": "test-only", "CROWDWATCH_API_TOKEN": "test-only"},
     )
     assert res.returncode == 0, res.stdout + res.stderr
 
