@@ -18,8 +18,9 @@ from typing import Any
 
 from models.official import OfficialRegistry
 from models.race import RaceConfig, RebuttalRace, rebuttals_summary, suggest_rebuttals, to_minute
-from models.reach import ReachTracker, official_posts_summary, parse_time
+from models.reach import ReachTracker, official_posts_summary
 from models.rumour_tracker import RumourTracker, TrackerBatch
+from models.times import parse_time
 from models.webcare import WebcareQueue, questions_summary
 
 SUGGEST_CANDIDATES = 50  # active clusters (highest rumour score first) a rebuttal is matched to

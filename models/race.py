@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from models.reach import minute_iso, parse_time
+from models.reach import minute_iso
 from models.text import fold, normalize
+from models.times import parse_time
 
 __all__ = [
     "RaceConfig",

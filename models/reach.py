@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models.official import OfficialRegistry
+from models.times import parse_time
 
 __all__ = [
     "DEFAULT_REPOST_MILESTONES",
@@ -136,17 +137,6 @@ def _followers(post: Mapping[str, Any]) -> int | None:
     return None
 
 
-def parse_time(value: Any) -> float | None:
-    """Epoch seconds of an ISO 8601 time (``Z`` or offset; naive means UTC), else None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 def minute_iso(minute: int) -> str:

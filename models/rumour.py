@@ -48,13 +48,13 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from models.evaluation import ClassificationReport, classification_report
+from models.times import parse_time
 
 __all__ = [
     "LIFECYCLE_STATES",
@@ -798,16 +798,7 @@ class Clusterer(Protocol):
 
 def post_time(post: Mapping[str, Any]) -> float | None:
     """Epoch seconds of ``created_at`` (ISO 8601), or None."""
-    value = post.get("created_at")
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return parse_time(post.get("created_at"))
 
 
 def _kind(post: Mapping[str, Any]) -> str:

@@ -12,7 +12,6 @@ annotation and change nothing.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 from models.clusters import Assignment, Cluster, OnlineClusterer, input_from_post
 from models.rumour import ClusterFeatures, RumourScorer
+from models.times import parse_time
 
 GROWTH_MILESTONES = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000,
                      50_000, 100_000)
@@ -79,18 +79,8 @@ def _iso(ts: float) -> str:
 
 def post_ts(post: Mapping[str, Any], default: float) -> float:
     """Event time of a post from ``created_at`` (ISO 8601), else ``default``."""
-    raw = post.get("created_at")
-    if isinstance(raw, str) and raw:
-        try:
-            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            return default
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=_UTC)
-        ts = dt.timestamp()
-        if math.isfinite(ts):
-            return ts
-    return default
+    ts = parse_time(post.get("created_at"))
+    return default if ts is None else ts
 
 
 class RumourTracker:

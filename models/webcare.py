@@ -36,8 +36,9 @@ from typing import Any
 
 from models.event import OfficialAccount
 from models.official import OfficialRegistry
-from models.reach import author_key, parse_time, record_kind
+from models.reach import author_key, record_kind
 from models.text import fold, mentions, normalize
+from models.times import parse_time
 
 __all__ = [
     "WebcareItem",
