@@ -18,7 +18,6 @@ copy-paste spam are embedded once.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 from collections import OrderedDict
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.hf import load_local, quantize_int8, sorted_batches
 from models.text import fold, normalize
 
 _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
@@ -55,30 +55,18 @@ class TransformerEmbedder:
     def __init__(self, model_path: str | Path, *, prefix: str = "query: ", batch_size: int = 64,
                  max_length: int = 128, quantize: bool = True, threads: int | None = None,
                  device: str | None = None) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        path = Path(model_path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"embedding model directory {path} does not exist")
+        torch, self.tokenizer, model, self.device = load_local(
+            model_path, "AutoModel", what="embedding model", threads=threads, device=device)
         self._torch = torch
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True).eval()
         self.quantized = bool(quantize and self.device == "cpu")
         if self.quantized:
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
-                                                           dtype=torch.qint8)
+            model = quantize_int8(torch, model)
         self.model: Any = model.to(self.device)
         self._dim = int(model.config.hidden_size)
         self.prefix = prefix
         self.batch_size = batch_size
         self.max_length = max_length
-        self.path = path
+        self.path = Path(model_path)
 
     @property
     def dim(self) -> int:
@@ -91,18 +79,9 @@ class TransformerEmbedder:
         torch = self._torch
         encoded = self.tokenizer([self.prefix + t for t in texts], truncation=True,
                                  max_length=self.max_length, padding=False)["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
         pad_id = self.tokenizer.pad_token_id or 0
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                width = max(len(encoded[i]) for i in idx)
-                ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    seq = encoded[i]
-                    ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-                    mask[row, : len(seq)] = 1
+            for idx, ids, mask in sorted_batches(torch, encoded, self.batch_size, pad_id):
                 hidden = self.model(input_ids=ids.to(self.device),
                                     attention_mask=mask.to(self.device)).last_hidden_state
                 m = mask.to(hidden.device).unsqueeze(-1).to(hidden.dtype)

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.official import OfficialRegistry
-from models.race import RaceConfig, RebuttalRace, rebuttals_summary, suggest_rebuttals, to_minute
+from models.race import (
+    RaceConfig,
+    RebuttalRace,
+    rebuttal_minutes,
+    rebuttals_summary,
+    suggest_rebuttals,
+    to_minute,
+)
 from models.reach import ReachTracker, official_posts_summary
 from models.rumour_tracker import RumourTracker, TrackerBatch
 from models.times import parse_time
@@ -139,15 +146,8 @@ class OfficialTracker:
         return out
 
     def _curve_of(self, pid: str, row: Mapping[str, Any]) -> dict[int, int]:
-        counts: dict[int, int] = {}
-        for minute, n in row.get("curve") or ():
-            m = to_minute(minute)
-            counts[m] = counts.get(m, 0) + int(n)
-        first = row.get("first_seen")
-        if isinstance(first, str) and parse_time(first) is not None:
-            m = to_minute(first)
-            counts[m] = counts.get(m, 0) + 1  # the official post itself
-        return counts
+        """Per-minute rebuttal reach (engagements + the official post itself)."""
+        return {to_minute(m): n for m, n in rebuttal_minutes(row)}
 
     def _feed_rebuttal(self, race: RebuttalRace, curve: Mapping[int, int], *,
                        fresh: bool) -> None:

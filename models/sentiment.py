@@ -13,7 +13,6 @@ reposts ("RT @x: ...") and duplicates are scored once.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections import OrderedDict
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from models.hf import load_local, quantize_int8, sorted_batches
 from models.text import fold, normalize
 
 LABELS = ("negative", "neutral", "positive")
@@ -82,21 +82,11 @@ class TransformerSentimentScorer:
     ) -> None:
         """``max_length`` / ``quantize`` None: the model's own recommendation (the
         ``crowdwatch`` block of its config.json), else 128 tokens / fp32."""
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        path = Path(model_path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"sentiment model directory {path} does not exist")
+        torch, self.tokenizer, model, self.device = load_local(
+            model_path, "AutoModelForSequenceClassification", what="sentiment model",
+            threads=threads, device=device)
         self._torch = torch
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
-        model.eval()
+        path = Path(model_path)
         advice = getattr(model.config, "crowdwatch", None) or {}
         if max_length is None:
             max_length = int(advice.get("max_length", 128))
@@ -104,8 +94,7 @@ class TransformerSentimentScorer:
             quantize = bool(advice.get("quantize", False))
         self.quantized = bool(quantize and self.device == "cpu")
         if self.quantized:
-            model = torch.ao.quantization.quantize_dynamic(
-                model, {torch.nn.Linear}, dtype=torch.qint8)
+            model = quantize_int8(torch, model)
         self.model = model.to(self.device)
         self.labels = map_labels({int(k): v for k, v in model.config.id2label.items()})
         self._pos = self.labels.index("positive")
@@ -120,19 +109,10 @@ class TransformerSentimentScorer:
         torch = self._torch
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
                                  padding=False)["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
         out: list[Sentiment | None] = [None] * len(texts)
         pad_id = self.tokenizer.pad_token_id or 0
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                width = max(len(encoded[i]) for i in idx)
-                ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    seq = encoded[i]
-                    ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-                    mask[row, : len(seq)] = 1
+            for idx, ids, mask in sorted_batches(torch, encoded, self.batch_size, pad_id):
                 logits = self.model(input_ids=ids.to(self.device),
                                     attention_mask=mask.to(self.device)).logits
                 probs = torch.softmax(logits.float(), dim=-1).cpu().tolist()
