@@ -83,6 +83,7 @@ class DemoView:
         self.sent = 0
         self.replay_done = False
         self._history: list[tuple[float, float]] = []
+        self.clusters: list[dict[str, Any]] = []  # top rumour clusters, refreshed by _run
 
     def consumed(self) -> float:
         return _value(self.registry, "crowdwatch_posts_consumed_total")
@@ -105,9 +106,11 @@ class DemoView:
 
     def line(self) -> str:
         c = self.counts()
+        flagged = sum(_labelled(self.registry, "crowdwatch_rumour_flagged_clusters",
+                                "event").values())
         return (f"sent {self.sent}/{self.total}  consumed {c['consumed']:.0f}  "
                 f"accepted {c['accepted']:.0f}  dead-lettered {c['dead']:.0f}  "
-                f"{self.rate():.0f} posts/s")
+                f"{self.rate():.0f} posts/s  rumours flagged {flagged:.0f}")
 
     def render(self) -> Any:
         r = self.registry
@@ -158,6 +161,19 @@ class DemoView:
                   if s.name == "crowdwatch_mood_shift_active" and s.value == 1]
         if shifts:
             parts.append(f"[bold red]negative mood shift: {', '.join(shifts)}[/]")
+        if self.clusters:
+            rum = Table(title="claim clusters, highest rumour score first (red: flagged)",
+                        expand=True, show_edge=False)
+            for col in ("score", "state", "posts", "?/✗", "claim"):
+                rum.add_column(col)
+            for cl in self.clusters:
+                stance = cl.get("stance") or {}
+                rum.add_row(f"{float(cl.get('rumour_score') or 0):.2f}", str(cl.get("state")),
+                            str(cl.get("size")),
+                            str(int(stance.get("query", 0)) + int(stance.get("deny", 0))),
+                            str(cl.get("summary") or "")[:90],
+                            style="bold red" if cl.get("flagged") else "")
+            parts.append(rum)
         return Panel(Group(*parts), title=self.title, subtitle="Ctrl-C to stop")
 
 
@@ -216,6 +232,8 @@ async def _run(settings: Settings, *, duration: float | None, speed: float, plai
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5 if live else 1.0)
+            if pipeline.rumours is not None:
+                view.clusters = await store.top_clusters(pipeline.event_name, 5)
             if live is not None:
                 live.update(view.render())
             else:
