@@ -6,7 +6,8 @@ Built with grafana-foundation-sdk (the ``11.6.0`` build pinned in pyproject, mat
 ``grafana/grafana:11.6.16`` image of docker-compose.yml). Three dashboards:
 
 - ``crowdwatch-overview`` -- *Command post*: volume, mood by area, rumours, active alerts,
-  crowd-safety signals, a map of posts per area and platform coverage;
+  crowd-safety signals, a map of posts per area, the platform mix and the live
+  connectors' coverage (connected, events received, share produced, malformed, lag);
 - ``crowdwatch-rumours`` -- *Rumours & rebuttals*: reach race per linked pair, rumour
   lifecycle, time to rebuttal, official reach and the webcare queue;
 - ``crowdwatch-pipeline`` -- *Pipeline health*: throughput, lag, dead letters, latency, stalls.
@@ -73,6 +74,9 @@ EV = 'event="$event"'
 AREA = 'event="$event", area=~"$area", area!="none"'
 TOPIC = 'event="$event", topic=~"$topic", topic!="none"'
 WORKER = 'job="crowdwatch-worker", instance=~"$instance"'
+#: The live connectors (``crowdwatch ingest ... --metrics-port``): deploy/prometheus and
+#: the local stack (streams/stack.py) scrape them as this job.
+CONNECTOR = 'job="crowdwatch-ingest"'
 RI = "[$__rate_interval]"
 
 
@@ -408,9 +412,10 @@ def command_post() -> db.Dashboard:
 
     d = d.with_row(db.Row("Where and from which platform"))
     d = d.with_panel(area_map())
-    d = d.with_panel(bars("Coverage: share of posts per platform", (
+    d = d.with_panel(bars("Platform mix of received posts", (
         "Share of the event's unique posts that came from each platform in the selected "
-        "time range. A platform at 0 is not being received: check its connector."),
+        "time range: the mix of what arrived, not how much of each platform is seen (that "
+        "is the Coverage row). A platform missing here: see its connector in Coverage."),
         [prom(f"sum by (platform) (increase(crowdwatch_posts_by_platform_total{{{EV}}}"
               f"[$__range])) / scalar(sum(increase(crowdwatch_posts_by_platform_total"
               f"{{{EV}}}[$__range])))", "{{platform}}", instant=True)],
@@ -421,6 +426,57 @@ def command_post() -> db.Dashboard:
                                 f"crowdwatch_posts_by_lang_total{{{EV}}}[$__range])))",
                                 "{{lang}}", instant=True)],
                           unit="percentunit", max_val=1, h=12, w=6))
+    return coverage(d)
+
+
+def coverage(d: db.Dashboard) -> db.Dashboard:
+    """The Coverage row: per live connector (``crowdwatch ingest bluesky|mastodon``, job
+    ``crowdwatch-ingest``) whether it is connected, what the platform's stream delivers, the
+    share of it produced for the event, malformed frames and lag. These series carry no
+    event label: a connector serves the event whose filters it was started with."""
+    received = f"sum by (source) (rate(crowdwatch_ingest_events_received_total{RI}))"
+    d = d.with_row(db.Row("Coverage: live connectors"))
+    d = d.with_panel(single(
+        "Connected", describe(
+            "1 = the connector holds the platform's stream open. 0 = disconnected: it "
+            "reconnects by itself with backoff (up to 60 s). 0 without a platform name = "
+            "Prometheus cannot reach that connector at all (not running). Disconnected for "
+            "more than a few minutes: that platform's posts are missing from every panel; "
+            "tell the commander the picture is incomplete, read the connector's log "
+            "(`docker compose logs bluesky`: a one-line error such as a refused token) and "
+            "restart it. Bluesky resumes from its cursor without a gap; Mastodon cannot "
+            "replay what it missed.", "dashboard-command-post"),
+        prom(f'max by (instance, source) (crowdwatch_ingest_connected) or on (instance) '
+             f'(max by (instance) (up{{{CONNECTOR}}}) * 0)', "{{source}} {{instance}}"),
+        thresholds=((None, "red"), (1, "green")), h=8, w=4, decimals=0))
+    d = d.with_panel(ts("Events received / s per platform", (
+        "Events per second each connector receives from the platform's stream, all kinds "
+        "(posts, replies, quotes, reposts, likes, deletes, identity). Bluesky's whole "
+        "firehose is a few thousand a second; 0 while connected = the stream delivers "
+        "nothing: check the endpoint (another Jetstream instance) or the Mastodon stream."),
+        [prom(received, "{{source}}")], unit="short", w=5))
+    d = d.with_panel(ts("Share matched and produced", (
+        "Share of the received events that matched the event's filters (topic terms, "
+        "languages, official accounts) and were delivered to Kafka: produced / received. "
+        "Low is normal for Bluesky (its stream is the whole network). 0 for long while "
+        "events arrive: the filters match nothing; check the event file's topic terms and "
+        "languages. Gaps = nothing received."),
+        [prom(f"sum by (source) (rate(crowdwatch_ingest_events_produced_total{RI})) / "
+              f"{received}", "{{source}}")], unit="percentunit", min_val=0, max_val=1, w=5))
+    d = d.with_panel(ts("Malformed frames / s", (
+        "Frames per second dead-lettered as malformed (posts.deadletter, reason in the "
+        "record). Should stay at 0; a steady rate means the platform changed its format: "
+        "report it with a sample from the dead-letter topic. The connector goes on."),
+        [prom(f"sum by (source) (rate(crowdwatch_ingest_events_malformed_total{RI}))",
+              "{{source}}")], unit="short", w=5))
+    d = d.with_panel(ts("Connector lag", (
+        "Now minus the time of the last event received (Jetstream: when it saw the event; "
+        "Mastodon: the status time, which also grows when nobody posts). Seconds is normal. "
+        "Minutes and climbing while events arrive: posts reach every panel that late; tell "
+        "the commander, check the connector's CPU and log, and for Bluesky try another "
+        "Jetstream endpoint (--endpoint)."),
+        [prom("max by (source) (crowdwatch_ingest_lag_seconds)", "{{source}}")], unit="s",
+        w=5, min_val=0))
     return d
 
 

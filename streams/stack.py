@@ -6,7 +6,9 @@
   Maven fetches once from Maven Central into a cache directory;
 * Redis (Debian ``redis-server``, no persistence);
 * Prometheus (Debian ``prometheus``) scraping the crowdwatch workers listed in a
-  ``file_sd`` JSON file that tests may rewrite (see :func:`set_worker_targets`);
+  ``file_sd`` JSON file that tests may rewrite (see :func:`set_worker_targets`), and the
+  live connectors' ``--metrics-port`` (job ``crowdwatch-ingest``, its own ``file_sd``
+  file: :func:`set_connector_targets`);
 * Alertmanager (Debian ``prometheus-alertmanager``), no cluster listener.
 
 Everything lives in the state directory (``~/.crowdwatch/stack`` or
@@ -59,6 +61,7 @@ __all__ = [
     "reload_prometheus",
     "render_server_properties",
     "restart_service",
+    "set_connector_targets",
     "set_worker_targets",
     "status",
     "up",
@@ -73,6 +76,9 @@ DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
 #: Start order; ``down`` stops in reverse.
 SERVICES: tuple[str, ...] = ("kafka", "redis", "prometheus", "alertmanager")
+#: Where Prometheus looks for live connectors by default (job ``crowdwatch-ingest``):
+#: ``crowdwatch ingest bluesky --metrics-port 6070``, ``... mastodon --metrics-port 6071``.
+CONNECTOR_TARGETS: tuple[str, ...] = ("127.0.0.1:6070", "127.0.0.1:6071")
 
 #: Executable -> Debian package that provides it.
 APT_PACKAGES: dict[str, str] = {
@@ -229,6 +235,10 @@ class StackConfig:
     @property
     def targets_file(self) -> Path:
         return self.service_dir("prometheus") / "targets" / "workers.json"
+
+    @property
+    def connector_targets_file(self) -> Path:
+        return self.service_dir("prometheus") / "targets" / "connectors.json"
 
     @property
     def rules_glob(self) -> str:
@@ -415,6 +425,11 @@ def render_prometheus_config(cfg: StackConfig) -> str:
             {
                 "job_name": "crowdwatch-worker",
                 "file_sd_configs": [{"files": [str(cfg.targets_file)], "refresh_interval": "1s"}],
+            },
+            {
+                "job_name": "crowdwatch-ingest",
+                "file_sd_configs": [{"files": [str(cfg.connector_targets_file)],
+                                     "refresh_interval": "1s"}],
             },
             {
                 "job_name": "prometheus",
@@ -907,6 +922,7 @@ def _prepare(cfg: StackConfig, service: str) -> None:
     elif service == "prometheus":
         _write_atomic(sdir / "prometheus.yml", render_prometheus_config(cfg))
         _write_atomic(cfg.targets_file, render_targets(cfg.worker_targets))
+        _write_atomic(cfg.connector_targets_file, render_targets(CONNECTOR_TARGETS))
     elif service == "alertmanager" and not cfg.repo_alertmanager_config.is_file():
         _write_atomic(sdir / "alertmanager.yml", render_alertmanager_config())
 
@@ -1167,6 +1183,14 @@ def set_worker_targets(targets: Sequence[str], cfg: StackConfig | None = None) -
     cfg = _resolve_config(cfg)
     _write_atomic(cfg.targets_file, render_targets(targets))
     return cfg.targets_file
+
+
+def set_connector_targets(targets: Sequence[str], cfg: StackConfig | None = None) -> Path:
+    """Rewrite the ``crowdwatch-ingest`` file_sd targets: the ``--metrics-port`` of the live
+    connectors (``crowdwatch ingest bluesky|mastodon``); re-read within ~1 s."""
+    cfg = _resolve_config(cfg)
+    _write_atomic(cfg.connector_targets_file, render_targets(targets))
+    return cfg.connector_targets_file
 
 
 def reload_prometheus(cfg: StackConfig | None = None) -> None:

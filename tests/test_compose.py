@@ -36,7 +36,8 @@ GRAFANA_DIR = ROOT / "deploy" / "grafana"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 ENV_PREFIX = "CROWDWATCH_"
-EXPECTED_SERVICES = {"kafka", "redis", "worker", "ingest", "prometheus", "alertmanager", "grafana"}
+EXPECTED_SERVICES = {"kafka", "redis", "worker", "ingest", "bluesky", "prometheus", "alertmanager",
+                     "grafana"}
 #: Services that may publish a port to the host (and then on the loopback only).
 PUBLISHED = {"grafana", "prometheus"}
 #: An exact release: 4.3.1, v3.13.4, 7.4.9-alpine, 3.11.15-slim (not 7, 7.4, latest).
@@ -253,7 +254,7 @@ def test_kafka_bootstrap_is_the_internal_listener(services: dict[str, Any]) -> N
     inter = kafka["KAFKA_INTER_BROKER_LISTENER_NAME"]
     assert advertised[inter][0] == "kafka", "clients must be sent to the kafka service name"
     assert advertised[inter][1] == listening[inter][1]
-    for name in ("worker", "ingest"):
+    for name in ("worker", "ingest", "bluesky"):
         bootstrap = _env(services[name])["CROWDWATCH_KAFKA_BOOTSTRAP"]
         assert bootstrap == "{}:{}".format(*advertised[inter]), name
     # KRaft: the voter is this node on its controller listener
@@ -321,6 +322,57 @@ def test_commands_are_accepted_by_the_cli(services: dict[str, Any]) -> None:
             assert ctx.params is not None
     assert "demo" in services["ingest"].get("profiles", [])
     assert "profiles" not in services["worker"]
+
+
+def test_live_bluesky_connector(services: dict[str, Any], prometheus: dict[str, Any]) -> None:
+    """`docker compose --profile live up`: a Bluesky connector for the worker's event,
+    its /metrics scraped by Prometheus (job crowdwatch-ingest) but never published."""
+    import typer.core
+    import typer.main
+
+    from streams.cli import app
+    from streams.ingest.common import IngestSettings
+
+    svc = services["bluesky"]
+    assert svc.get("profiles") == ["live"]
+    assert svc["image"] == services["worker"]["image"]
+    cmd = _command(svc)
+    assert cmd[:2] == ["ingest", "bluesky"]
+    cli = typer.main.get_command(app)
+    assert isinstance(cli, typer.core.TyperGroup)
+    group = cli.commands["ingest"]
+    assert isinstance(group, typer.core.TyperGroup)
+    with group.commands["bluesky"].make_context("bluesky", cmd[2:]) as ctx:
+        assert ctx.params["metrics_port"] is not None
+        event = str(ctx.params["event_path"])
+    port = int(ctx.params["metrics_port"])
+    # the worker's event file, mounted
+    host = _host_path_of(svc, event)
+    assert host is not None and host.is_file(), f"bluesky: {event} is not mounted"
+    assert host == _host_path_of(services["worker"], _env(services["worker"])[
+        "CROWDWATCH_EVENT_FILE"])
+    # every variable is a real setting (Kafka from Settings, the rest IngestSettings)
+    env = _env(svc)
+    ingest_fields = IngestSettings.model_fields
+    values = {}
+    for key in env:
+        field = key.removeprefix(ENV_PREFIX).lower()
+        if field.startswith("ingest_"):
+            assert field.removeprefix("ingest_") in ingest_fields, key
+            values[field.removeprefix("ingest_")] = env[key]
+        else:
+            assert field in Settings.model_fields, key
+    ingest = IngestSettings.model_validate(values)
+    # /metrics on all interfaces inside the container only; Prometheus finds it
+    assert ipaddress.ip_address(ingest.metrics_host).is_unspecified
+    assert "ports" not in svc
+    (sd,) = _job(prometheus, "crowdwatch-ingest")["dns_sd_configs"]
+    assert sd["names"] == ["bluesky"] and sd["type"] == "A" and sd["port"] == port
+    # the cursor survives a restart: the state dir is on a named volume
+    state = PurePosixPath(str(ingest.state_dir))
+    assert any(not is_bind and (PurePosixPath(dst) == state or PurePosixPath(dst) in
+                                state.parents) for _, dst, is_bind in _mounts(svc))
+    assert svc["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
 def test_demo_and_event_files_are_mounted(services: dict[str, Any]) -> None:
@@ -509,8 +561,9 @@ def test_prometheus_matches_the_local_stack(prometheus: dict[str, Any]) -> None:
 
     local = yaml.safe_load(render_prometheus_config(StackConfig(repo_root=ROOT)))
     local_jobs = {j["job_name"] for j in local["scrape_configs"]}
-    assert "crowdwatch-worker" in local_jobs
-    _job(prometheus, "crowdwatch-worker")
+    for name in ("crowdwatch-worker", "crowdwatch-ingest"):
+        assert name in local_jobs, name
+        _job(prometheus, name)
     for key in ("scrape_interval", "evaluation_interval"):
         assert prometheus["global"][key] == local["global"][key], key
     (local_rules,) = local["rule_files"]
@@ -573,7 +626,8 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
     if probe.returncode != 0:
         pytest.skip("the docker compose plugin is not installed; compose schema not validated")
     res = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE_FILE), "--profile", "demo", "config", "--quiet"],
+        [docker, "compose", "-f", str(COMPOSE_FILE), "--profile", "demo", "--profile", "live",
+         "config", "--quiet"],
         capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
         env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
              "GRAFANA_ADMIN_PASSWORD": "test-only", "CROWDWATCH_API_TOKEN": "test-only"},

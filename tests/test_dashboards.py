@@ -47,6 +47,9 @@ def _exported_metric_names() -> set[str]:
     m.SafetyMetrics(reg, "e", areas=["a"])
     m.RumourMetrics(reg, "e")
     m.OfficialMetrics(reg, "e")
+    from streams.ingest.common import IngestMetrics
+
+    IngestMetrics(reg, "bluesky")  # the live connectors (crowdwatch ingest ...)
     names = set()
     for family in reg.collect():
         for suffix in ("", "_total", "_bucket", "_count", "_sum"):
@@ -175,3 +178,32 @@ def test_map_files_hold_every_area_of_the_event() -> None:
         assert 52 < g["latitude"] < 53 and 4 < g["longitude"] < 6
     geojson = json.loads((generate.MAPS_DIR / "areas.geojson").read_text(encoding="utf-8"))
     assert {f["id"] for f in geojson["features"]} == names
+
+
+def test_coverage_row_shows_every_connector_signal(docs: dict[str, dict[str, Any]]) -> None:
+    """Issue 7 "coverage": per connector source, connected, received/s, share produced,
+    malformed and lag -- from the connectors' metrics, not the worker's platform mix."""
+    panels = list(generate.iter_panels(docs[generate.UID_OVERVIEW]))
+    titles = [p["title"] for p in panels]
+    assert "Coverage: live connectors" in titles
+    row = titles.index("Coverage: live connectors")
+    cov = {p["title"]: p for p in panels[row + 1:] if p["type"] != "row"}
+    exprs = {t: " ".join(q["expr"] for q in p["targets"]) for t, p in cov.items()}
+    wanted = {"crowdwatch_ingest_connected", "crowdwatch_ingest_events_received_total",
+              "crowdwatch_ingest_events_produced_total",
+              "crowdwatch_ingest_events_malformed_total", "crowdwatch_ingest_lag_seconds"}
+    assert wanted <= set(METRIC.findall(" ".join(exprs.values())))
+    share = exprs["Share matched and produced"]
+    assert share.index("produced_total") < share.index("/") < share.index("received_total")
+    assert cov["Share matched and produced"]["fieldConfig"]["defaults"]["unit"] == \
+        "percentunit"
+    # a connector Prometheus cannot reach reads 0 (red), not "no data"
+    assert 'up{job="crowdwatch-ingest"}' in exprs["Connected"]
+    for title, panel in cov.items():
+        assert "by (source)" in exprs[title] or "source" in exprs[title], title
+        assert len(panel["description"]) > 80, title  # says what to do
+    for title in ("Connected", "Connector lag"):
+        assert "commander" in cov[title]["description"], title
+    # the worker's per-platform counts are labelled for what they are: the mix
+    assert "Platform mix of received posts" in titles
+    assert not any(t.startswith("Coverage: share") for t in titles)

@@ -7,6 +7,12 @@ Test settings (restored afterwards, also on failure): Prometheus scrapes and eva
 worker. The event name is unique per run, so series of earlier runs do not mix in. The
 worker scores mood with the tiny test model (tests/tiny_model.py) so the mood panels have
 data. The Infinity (worker API) tables are not checked here.
+
+The command post's Coverage row reads the live connectors' metrics (job
+``crowdwatch-ingest``): a real ``crowdwatch ingest bluesky`` runs against the loopback
+Jetstream stand-in of ``streams.ingest.fakes`` (its synthetic firehose) and Prometheus
+scrapes its ``--metrics-port`` for the test. It starts before the stand-in, so Prometheus
+sees its counters at 0 before the events arrive and ``rate()`` has a rise to measure.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,10 +41,13 @@ from dashboards import generate
 from models.event import load_event
 from models.generate import DEFAULT_EVENT_PATH
 from streams import stack
-from tests.integration.conftest import run_cli
+from streams.embedded import free_port
+from tests.integration.conftest import REPO, run_cli
 
 RATE_INTERVAL = "1m"
 RANGE = "15m"
+#: Synthetic Jetstream frames the stand-in serves to the connector.
+JETSTREAM_FRAMES = 3000
 LABEL_VALUES = re.compile(r"^label_values\((?:(?P<match>.+),\s*)?(?P<label>\w+)\)$")
 
 
@@ -112,6 +124,7 @@ def fast_prometheus() -> Iterator[stack.StackConfig]:
         yield cfg
     finally:
         stack.set_worker_targets(cfg.worker_targets, cfg)
+        stack.set_connector_targets(stack.CONNECTOR_TARGETS, cfg)
         prom_yml.write_text(stack.render_prometheus_config(cfg), encoding="utf-8")
         stack.reload_prometheus(cfg)
 
@@ -125,8 +138,73 @@ def _wait(check: Any, timeout: float, every: float = 0.5) -> Any:
     return value
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def live_connector(cfg: stack.StackConfig, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """A real Bluesky connector (``crowdwatch ingest bluesky --out``) for the loopback
+    Jetstream stand-in, scraped by Prometheus as job ``crowdwatch-ingest``. Yields once
+    Prometheus has its counters at 0; the function yielded starts the stand-in (the
+    synthetic firehose), waits until Prometheus saw it received and produced, and returns
+    the connector's instance. Late, so ``rate()`` over a minute still sees the rise."""
+    js_port, metrics_port = free_port(), free_port()
+    target = f"127.0.0.1:{metrics_port}"
+    sel = f'{{job="crowdwatch-ingest", instance="{target}"}}'
+    env = {**os.environ, "CROWDWATCH_INGEST_STATE_DIR": str(tmp_path / "ingest-state"),
+           "CROWDWATCH_INGEST_BACKOFF_MAX_S": "1"}
+    logs = tmp_path / "connector.log"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def feed() -> str:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "streams.ingest.fakes", "jetstream", "--frames",
+             str(JETSTREAM_FRAMES), "--port", str(js_port), "--protocol", "v1"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        assert _wait(lambda: _finite(_result(
+            cfg, f"sum(crowdwatch_ingest_events_received_total{sel}) >= {JETSTREAM_FRAMES}")),
+            60), f"the connector did not receive the frames: {logs.read_text()}"
+        # produced moves at the connector's checkpoints (every 2 s)
+        assert _wait(lambda: _finite(_result(
+            cfg, f"crowdwatch_ingest_events_produced_total{sel} > 0")), 30), logs.read_text()
+        assert _result(cfg, f"crowdwatch_ingest_connected{sel} == 1"), logs.read_text()
+        return target
+
+    with logs.open("wb") as log:
+        try:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "ingest", "bluesky",
+                 "--endpoint", f"ws://127.0.0.1:{js_port}", "--metrics-port",
+                 str(metrics_port), "--out", str(tmp_path / "capture.jsonl"), "--no-cursor",
+                 "--no-resolve", "--duration", "900"],
+                cwd=REPO, env=env, stdout=log, stderr=log))
+            stack.set_connector_targets([target], cfg)
+            # its counters at 0 first (no stand-in yet: the connector keeps retrying)
+            assert _wait(lambda: _result(cfg, f"crowdwatch_ingest_events_received_total{sel}"),
+                         30), f"Prometheus did not scrape the connector: {logs.read_text()}"
+            yield feed
+        finally:
+            for proc in reversed(procs):
+                _stop(proc)
+
+
+@pytest.fixture
+def feed_connector(fast_prometheus: stack.StackConfig, tmp_path: Path
+                   ) -> Iterator[Callable[[], str]]:
+    with live_connector(fast_prometheus, tmp_path) as feed:
+        yield feed
+
+
 @pytest.mark.slow
 def test_every_dashboard_query_returns_data(fast_prometheus: stack.StackConfig,
+                                           feed_connector: Callable[[], str],
                                            worker_factory: Any, tmp_path: Path) -> None:
     from tests.tiny_model import build_tiny_model
 
@@ -166,6 +244,7 @@ def test_every_dashboard_query_returns_data(fast_prometheus: stack.StackConfig,
                  30), "no alert rule fired for the event"
     time.sleep(2)
 
+    feed_connector()  # the live connector's firehose, just before the queries
     area = truth["safety_burst"]["area"]
     (top,) = _result(cfg, f'topk(1, sum by (topic) (crowdwatch_mood_posts_total{{'
                           f'event="{event}", area="{area}", topic!="none"}}))')
