@@ -26,6 +26,17 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 
 
+def wait_for(check: Any, timeout: float = 90.0, every: float = 0.5) -> Any:
+    """Poll ``check()`` until it returns something truthy or ``timeout`` passes; return its
+    last value."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(every)
+        value = check()
+    return value
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import Worker, run_cli
+from tests.integration.conftest import Worker, run_cli, wait_for
 from tests.test_grafana_push import TOKEN as GRAFANA_TOKEN
 from tests.test_grafana_push import FakeGrafana
 
@@ -32,15 +31,6 @@ def _get(w: Worker, path: str, token: str | None = None) -> tuple[int, Any]:
                 "Content-Type", "") else body
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read().decode() or "null")
-
-
-def _wait(check: Any, timeout: float = 90.0, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(every)
-        value = check()
-    return value
 
 
 def test_api_tokens_and_annotations_on_the_real_stack(worker_factory: Any,
@@ -65,7 +55,7 @@ def test_api_tokens_and_annotations_on_the_real_stack(worker_factory: Any,
                       env=w.env)
         assert rep.returncode == 0, rep.stderr
 
-        clusters = _wait(lambda: (r := _get(w, "/api/clusters?top=5", API_TOKEN))[0] == 200
+        clusters = wait_for(lambda: (r := _get(w, "/api/clusters?top=5", API_TOKEN))[0] == 200
                          and len(r[1]) >= 1 and r[1])
         assert clusters, "no clusters through /api/clusters"
         assert [c["rank"] for c in clusters] == list(range(1, len(clusters) + 1))
@@ -81,11 +71,11 @@ def test_api_tokens_and_annotations_on_the_real_stack(worker_factory: Any,
         assert _get(w, "/api/clusters?top=0", API_TOKEN)[0] == 400
 
         officials = {o["id"] for o in truth["official_posts"]}
-        posts = _wait(lambda: (r := _get(w, "/api/official_posts", API_TOKEN)[1])
+        posts = wait_for(lambda: (r := _get(w, "/api/official_posts", API_TOKEN)[1])
                       and {p["id"] for p in r} == officials and r)
         assert posts, "official posts never all reached /api/official_posts"
         questions = {q["id"] for q in truth["questions"]}
-        webcare = _wait(lambda: {i["id"] for i in _get(w, "/api/webcare?all=1", API_TOKEN)[1]}
+        webcare = wait_for(lambda: {i["id"] for i in _get(w, "/api/webcare?all=1", API_TOKEN)[1]}
                         == questions)
         assert webcare, "webcare items differ from the planted questions"
         status, rebuttals = _get(w, "/api/rebuttals", API_TOKEN)
@@ -101,7 +91,7 @@ def test_api_tokens_and_annotations_on_the_real_stack(worker_factory: Any,
         def annotations() -> list[dict[str, Any]]:
             return [r for r in grafana.requests if r["path"] == "/api/annotations"]
 
-        assert _wait(lambda: {a["body"]["text"].split(" — ")[-1].split(",")[0]
+        assert wait_for(lambda: {a["body"]["text"].split(" — ")[-1].split(",")[0]
                               for a in annotations() if "official" in a["body"]["tags"]}
                      >= officials, timeout=30), annotations()
         anns = annotations()
@@ -118,7 +108,7 @@ def test_api_tokens_and_annotations_on_the_real_stack(worker_factory: Any,
             return {a["body"]["text"].split("(cluster ")[1].split(",")[0].rstrip(")")
                     for a in annotations() if "rumour" in a["body"]["tags"]}
 
-        assert _wait(lambda: flagged <= annotated_clusters(), timeout=15), \
+        assert wait_for(lambda: flagged <= annotated_clusters(), timeout=15), \
             (flagged, annotated_clusters())
         log = w.log.read_text(errors="replace")
         assert API_TOKEN not in log and METRICS_TOKEN not in log and GRAFANA_TOKEN not in log

@@ -10,18 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import Worker, consume_all, run_cli
+from tests.integration.conftest import Worker, consume_all, run_cli, wait_for
 
 EVENT = "koningsdag-amsterdam"
-
-
-def _wait(check: Any, timeout: float = 90.0, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(every)
-        value = check()
-    return value
 
 
 def test_rumours_reach_and_webcare_on_the_real_stack(worker_factory: Any,
@@ -45,7 +36,7 @@ def test_rumours_reach_and_webcare_on_the_real_stack(worker_factory: Any,
 
     s = w.settings
     tracked = sum(1 for p in posts if p.get("kind") not in ("like", "delete"))
-    assert _wait(lambda: sum(w.metric("crowdwatch_rumour_posts_total", {"match": m})
+    assert wait_for(lambda: sum(w.metric("crowdwatch_rumour_posts_total", {"match": m})
                              for m in ("new", "thread", "near_duplicate", "semantic"))
                  >= tracked), "the rumour stage did not cluster every post"
     time.sleep(3)  # the re-delivered copies are behind the originals
@@ -72,7 +63,7 @@ def test_rumours_reach_and_webcare_on_the_real_stack(worker_factory: Any,
         return _docs(w, "official_posts")
 
     want = {o["id"]: (o["reposts"], o["replies"], o["quotes"]) for o in truth["official_posts"]}
-    got: dict[str, Any] = _wait(lambda: (d := reach()) and all(
+    got: dict[str, Any] = wait_for(lambda: (d := reach()) and all(
         (d.get(k, {}).get("reposts"), d.get(k, {}).get("replies"), d.get(k, {}).get("quotes"))
         == v for k, v in want.items() if v != (0, 0, 0)) and d)
     assert got, "official reach in Redis never matched the truth"
@@ -83,7 +74,7 @@ def test_rumours_reach_and_webcare_on_the_real_stack(worker_factory: Any,
 
     # the webcare queue holds exactly the planted questions
     questions = {q["id"] for q in truth["questions"]}
-    webcare = _wait(lambda: (d := _docs(w, "webcare")) and set(d) == questions and d)
+    webcare = wait_for(lambda: (d := _docs(w, "webcare")) and set(d) == questions and d)
     assert webcare and set(webcare) == questions
     assert run_cli("webcare", "--all", env=env).returncode == 0
 
@@ -97,7 +88,7 @@ def test_rumours_reach_and_webcare_on_the_real_stack(worker_factory: Any,
     cluster = top[0]["id"]
     official = truth["official_posts"][0]["id"]
     assert run_cli("rebut", official, cluster, env=env).returncode == 0
-    races = _wait(lambda: _docs(w, "races").get(f"{official}|{cluster}"), timeout=30)
+    races = wait_for(lambda: _docs(w, "races").get(f"{official}|{cluster}"), timeout=30)
     assert races and races["cluster"] == cluster
     assert w.metric("crowdwatch_official_posts_tracked") >= len(want)
 
