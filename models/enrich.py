@@ -160,7 +160,7 @@ def minute_bucket(created_at: str | None, now: float) -> str:
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
             return dt.astimezone(UTC).strftime("%Y%m%d%H%M")
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:59-14:00
             pass
     return datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H%M")
 

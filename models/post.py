@@ -94,6 +94,8 @@ _KNOWN = frozenset(
     ("id", "text", "platform", "created_at", "lang", "author", "reply_to", "repost_of",
      "quote_of", "geo")
 )
+#: above any real audience; bigger JSON integers (10**400) overflow float maths downstream
+MAX_FOLLOWERS = 10**15
 _OPTIONAL_STR = ("platform", "created_at", "lang", "reply_to", "repost_of", "quote_of")
 
 
@@ -121,7 +123,9 @@ def _parse_geo(value: Any) -> GeoPoint | str:
     if isinstance(lon, bool) or isinstance(lat, bool) or not isinstance(lon, int | float) \
             or not isinstance(lat, int | float):
         return "geo: lat/lon must be numbers"
-    if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+    # range first: math.isfinite(10**400) raises OverflowError (huge JSON integers are ints)
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90 and math.isfinite(lon)
+            and math.isfinite(lat)):
         return "geo: lat/lon out of range"
     return GeoPoint(lon=float(lon), lat=float(lat))
 
@@ -177,8 +181,10 @@ def validate_post(obj: Any, *, max_text_chars: int) -> Post | Reject:
             return Reject(RejectReason.WRONG_TYPE, "'author.id' must be a string")
         if handle is not None and not isinstance(handle, str):
             return Reject(RejectReason.WRONG_TYPE, "'author.handle' must be a string")
-        if followers is not None and not (_is_int(followers) and followers >= 0):
-            return Reject(RejectReason.WRONG_TYPE, "'author.followers' must be a non-negative int")
+        if followers is not None and not (_is_int(followers)
+                                          and 0 <= followers <= MAX_FOLLOWERS):
+            return Reject(RejectReason.WRONG_TYPE,
+                          f"'author.followers' must be an int in [0, {MAX_FOLLOWERS:.0e}]")
         if verified is not None and not isinstance(verified, bool):
             return Reject(RejectReason.WRONG_TYPE, "'author.verified' must be a boolean")
         author = Author(id=a_id, handle=handle, followers=followers, verified=verified)

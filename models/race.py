@@ -95,6 +95,10 @@ class RaceConfig:
         return self.window_minutes if self.grace_minutes is None else self.grace_minutes
 
 
+#: quiet stretches (both windows empty) longer than this are skipped by ``advance``
+FAST_FORWARD_MINUTES = 24 * 60
+
+
 @dataclass
 class RebuttalRace:
     """One (official post, rumour cluster) race; see the module doc."""
@@ -161,8 +165,20 @@ class RebuttalRace:
         cfg = self.config
         events: list[dict[str, Any]] = []
         first_reb = self._first_rebuttal_minute()
+        next_data: int | None = None  # first minute with data after a quiet stretch
         while self._cursor < end:
             m = self._cursor
+            # nothing in either window and nothing to confirm: every minute up to the next
+            # data is the same quiet minute. A gap longer than a day (a post dated 9999
+            # moves the watermark billions of minutes on) is skipped, not looped.
+            if self.state == "quiet" and self._streak == 0 \
+                    and (next_data is None or next_data <= m) \
+                    and not self._growth(self.rumour, m) and not self._growth(self.rebuttal, m):
+                next_data = min((k for k in (*self.rebuttal, *self.rumour) if k > m),
+                                default=end)
+                if next_data - m > FAST_FORWARD_MINUTES:
+                    self._cursor = min(next_data, end)
+                    continue
             self._cum_rebuttal += self.rebuttal.get(m, 0)
             self._cum_rumour += self.rumour.get(m, 0)
             g_r = self._growth(self.rumour, m)

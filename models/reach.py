@@ -141,7 +141,9 @@ def _followers(post: Mapping[str, Any]) -> int | None:
 
 def minute_iso(minute: int) -> str:
     """``YYYY-MM-DDTHH:MM:00Z`` of an epoch minute number."""
-    return datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%M:00Z")
+    dt = datetime.fromtimestamp(minute * 60, UTC)
+    # not strftime("%Y"): glibc writes year 1 as "1", which fromisoformat cannot read back
+    return f"{dt.year:04d}-{dt:%m-%dT%H:%M}:00Z"
 
 
 @dataclass(frozen=True, slots=True)

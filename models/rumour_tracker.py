@@ -28,6 +28,10 @@ GROWTH_MILESTONES = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_
                      50_000, 100_000)
 TRACKED_KINDS = frozenset({"post", "reply", "repost", "quote", ""})
 SAMPLE_TEXT_CHARS = 280
+#: event time may move forward by at most this much in one post (else the post is placed
+#: at the current watermark): one post dated 9999 would otherwise make every later post
+#: "late" and expire every cluster
+MAX_JUMP_S = 24 * 3600.0
 
 
 class StanceModel(Protocol):
@@ -74,7 +78,8 @@ class TrackerBatch:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dt = datetime.fromtimestamp(ts, tz=_UTC)
+    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}Z"  # 4-digit year also before 1000 (glibc)
 
 
 def post_ts(post: Mapping[str, Any], default: float) -> float:
@@ -152,7 +157,11 @@ class RumourTracker:
             author = p.get("author") if isinstance(p.get("author"), Mapping) else None
             raw_key = (author or {}).get("id") or (author or {}).get("handle")
             key = self.pseudonymise(f"{p.get('platform') or ''}:{raw_key}") if raw_key else None
-            inp = input_from_post(p, ts=post_ts(p, wall), author_key=key,
+            ts = post_ts(p, wall)
+            mark = self.clusterer.watermark
+            if mark and ts > mark + MAX_JUMP_S:  # a post dated far ahead (9999, a bad clock)
+                ts = mark  # must not expire every live cluster
+            inp = input_from_post(p, ts=ts, author_key=key,
                                   official=self.is_official(p),
                                   claim_prob=claim_probs.get(p["id"]))
             if inp.parent is not None:  # the cluster counts the stance of its replies/quotes

@@ -6,6 +6,12 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+#: the instants a ``datetime`` can hold in UTC; an offset can push a valid ISO text
+#: (``9999-12-31T23:59:59-14:00``, ``0001-01-01T00:00:00+14:00``) outside them, and such a
+#: time would then crash every later ``datetime.fromtimestamp``
+_MIN_TS = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+_MAX_TS = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
 
 def parse_time(value: Any) -> float | None:
     """Epoch seconds of an ISO 8601 time (``Z`` or offset; naive means UTC), else None."""
@@ -18,4 +24,4 @@ def parse_time(value: Any) -> float | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     ts = dt.timestamp()
-    return ts if math.isfinite(ts) else None
+    return ts if math.isfinite(ts) and _MIN_TS <= ts <= _MAX_TS else None

@@ -238,3 +238,15 @@ def test_tracker_from_settings_without_the_transformer(spec: str) -> None:
     tracker = tracker_from(Settings(cluster_embedder=spec, pseudonym_key="k"), None)
     out = tracker.process([_post("a", "Er is brand bij het Centraal Station, rook overal", 0)])
     assert out.annotations[0].id == "a"
+
+
+def test_a_post_dated_far_ahead_does_not_expire_every_cluster() -> None:
+    tracker = _tracker()
+    tracker.process([_post("a", "Brand in de metro bij Centraal Station, alles ontruimd", 0)])
+    odd = {**_post("z", "Brand in de metro bij Centraal Station, alles ontruimd!", 1),
+           "created_at": "9999-12-31T00:00:00Z"}
+    out = tracker.process([odd, _post("b", "Brand in de metro bij Centraal Station!!", 2)])
+    assert out.expired == []
+    cid = tracker.annotation("a").cluster  # type: ignore[union-attr]
+    assert tracker.annotation("b").cluster == cid  # type: ignore[union-attr]
+    assert tracker.annotation("z").cluster == cid  # type: ignore[union-attr]

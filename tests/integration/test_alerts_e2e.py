@@ -111,18 +111,16 @@ def alert_stack(receiver: Receiver, tmp_path: Path,
         stack.restart_service("alertmanager", cfg)
 
 
-@pytest.mark.slow
-def test_crowd_safety_burst_reaches_the_webhook_grouped(
-    alert_stack: stack.StackConfig, receiver: Receiver, worker_factory: Any,
-    tmp_path: Path,
-) -> None:
-    cfg = alert_stack
+def _scraped_worker(cfg: stack.StackConfig, worker_factory: Any, tmp_path: Path,
+                    metric: str) -> tuple[str, Path, Any]:
+    """A worker for a fresh event name (so Alertmanager's notification log of earlier runs
+    does not mix in), pushing alerts quickly, scraped by Prometheus: ``metric`` of the
+    worker is seen, and a few scrapes of its zero values are in, so increase() sees a rise."""
     event_name = f"e2e-{uuid.uuid4().hex[:8]}"
     event_file = tmp_path / "event.yaml"
     event_file.write_text(DEFAULT_EVENT_PATH.read_text(encoding="utf-8").replace(
         "name: koningsdag-amsterdam", f"name: {event_name}", 1), encoding="utf-8")
     assert load_event(event_file).name == event_name
-
     w = worker_factory(event=event_file)
     w.env.update({"CROWDWATCH_ALERTS_TICK_S": "0.25", "CROWDWATCH_ALERTS_UPDATE_S": "2"})
     w.start()
@@ -130,10 +128,20 @@ def test_crowd_safety_burst_reaches_the_webhook_grouped(
     target = f"127.0.0.1:{w.settings.web_port}"
     stack.set_worker_targets([target], cfg)
     deadline = time.monotonic() + 30
-    while not _prom_query(cfg, f'crowdwatch_safety_posts_total{{instance="{target}"}}'):
+    while not _prom_query(cfg, f'{metric}{{instance="{target}"}}'):
         assert time.monotonic() < deadline, "Prometheus did not scrape the worker"
         time.sleep(0.5)
-    time.sleep(2)  # a few scrapes of the zero counters, so increase() sees the rise
+    time.sleep(2)
+    return event_name, event_file, w
+
+
+@pytest.mark.slow
+def test_crowd_safety_burst_reaches_the_webhook_grouped(
+    alert_stack: stack.StackConfig, receiver: Receiver, worker_factory: Any,
+    tmp_path: Path,
+) -> None:
+    event_name, event_file, w = _scraped_worker(alert_stack, worker_factory, tmp_path,
+                                                 "crowdwatch_safety_posts_total")
 
     out = tmp_path / "traffic"
     gen = run_cli("generate", "--scenario", "crowd-safety", "--seed", "11", "--posts", "1500",
@@ -214,22 +222,8 @@ def test_a_planted_rumour_reaches_the_webhook_grouped_with_samples(
 
     from streams.state import RedisStore
 
-    cfg = alert_stack
-    event_name = f"e2e-{uuid.uuid4().hex[:8]}"
-    event_file = tmp_path / "event.yaml"
-    event_file.write_text(DEFAULT_EVENT_PATH.read_text(encoding="utf-8").replace(
-        "name: koningsdag-amsterdam", f"name: {event_name}", 1), encoding="utf-8")
-    w = worker_factory(event=event_file)
-    w.env.update({"CROWDWATCH_ALERTS_TICK_S": "0.25", "CROWDWATCH_ALERTS_UPDATE_S": "2"})
-    w.start()
-    w.wait_ready()
-    target = f"127.0.0.1:{w.settings.web_port}"
-    stack.set_worker_targets([target], cfg)
-    deadline = time.monotonic() + 30
-    while not _prom_query(cfg, f'crowdwatch_rumour_flagged_clusters{{instance="{target}"}}'):
-        assert time.monotonic() < deadline, "Prometheus did not scrape the worker"
-        time.sleep(0.5)
-    time.sleep(2)
+    event_name, _event_file, w = _scraped_worker(alert_stack, worker_factory, tmp_path,
+                                                  "crowdwatch_rumour_flagged_clusters")
 
     out = tmp_path / "traffic"
     gen = run_cli("generate", "--scenario", "rumour-rebuttal", "--seed", "11", "--posts",
