@@ -124,8 +124,9 @@ class RumourStage:
     async def process(self, values: Sequence[bytes | None]) -> list[Output]:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        batch = await loop.run_in_executor(self.executor, self._process_sync, list(values))
-        out = await self._publish(batch, count_posts=True)
+        batch, ob, engaged = await loop.run_in_executor(self.executor, self._process_sync,
+                                                         list(values))
+        out = await self._publish(batch, ob, engaged, count_posts=True)
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         return out
 
@@ -182,13 +183,9 @@ class RumourStage:
         self.links = links
         return changed
 
-    async def _publish(self, result: TrackerBatch | tuple[TrackerBatch, OfficialBatch | None,
-                                                          dict[str, list[str]]], *,
+    async def _publish(self, batch: TrackerBatch, ob: OfficialBatch | None = None,
+                       engaged: dict[str, list[str]] | None = None, *,
                        count_posts: bool) -> list[Output]:
-        if isinstance(result, tuple):
-            batch, ob, engaged = result
-        else:
-            batch, ob, engaged = result, None, {}
         fresh = [a for a in batch.annotations if a.how != "redelivered"] if count_posts else []
         self.metrics.observe([a.how for a in fresh], [a.stance for a in fresh],
                              [e.type for e in batch.events])
@@ -210,7 +207,7 @@ class RumourStage:
             (self.topic_events, e.cluster.encode(), dumps(e.to_dict(self.event)), None)
             for e in batch.events if e.size >= 2 or e.type == "flagged"]
         if ob is not None:
-            out += await self._publish_officials(ob, engaged)
+            out += await self._publish_officials(ob, engaged or {})
         return out
 
     async def _publish_officials(self, ob: OfficialBatch, engaged: dict[str, list[str]]
