@@ -38,3 +38,18 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
         return missing
     finally:
         admin.close()
+
+
+def delete_topics(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Delete the named topics that exist; return the names deleted (tests clean up with it:
+    a broker with thousands of topics starts and fails over slowly)."""
+    admin = KafkaAdminClient(client_id="crowdwatch-admin", request_timeout_ms=30_000,
+                             **settings.kafka_client_kwargs())
+    try:
+        existing = set(admin.list_topics())
+        doomed = [n for n in names if n in existing]
+        if doomed:
+            admin.delete_topics(doomed)
+        return doomed
+    finally:
+        admin.close()

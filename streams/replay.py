@@ -46,6 +46,9 @@ class ReplaySummary:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
 
+REPLAY_MAX_BLOCK_MS = 300_000
+
+
 def parse_line(raw: bytes) -> Line:
     try:
         obj = json.loads(raw)
@@ -156,6 +159,9 @@ def replay(
         linger_ms=5,
         batch_size=256 * 1024,
         max_request_size=8 * 1024 * 1024,
+        # ride out a broker restart (tens of seconds with many topics) instead of refusing
+        # posts after kafka-python's default minute of waiting for metadata
+        max_block_ms=REPLAY_MAX_BLOCK_MS,
         **settings.kafka_client_kwargs(),
     )
     target = topic or settings.topic_raw

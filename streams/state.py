@@ -22,11 +22,21 @@ Redis keys (``{e}`` = event name, ``cw`` = ``CROWDWATCH_REDIS_PREFIX``):
                                        ``rebuttal_suggestions``, ``official_posts`` (reach),
                                        ``races``, ``webcare`` (questions to officials)
 - ``cw:{e}:reach:<post_id>:accounts``  HyperLogLog of accounts engaging with an official post
+- ``cw:{e}:state``                     marker set once per Redis lifetime: when it is missing,
+                                       Redis lost its data (restart without persistence, flush,
+                                       eviction) and the worker rebuilds the counts from Kafka
+                                       (``streams.rebuild``)
+
+:class:`RetryingStore` wraps a store for the agents: while Redis is unreachable a write is
+retried with back-off (the batch waits, nothing is acknowledged, nothing is lost) instead of
+crashing the agent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
@@ -34,6 +44,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from models.enrich import PostSummary
+
+log = logging.getLogger(__name__)
 
 MINUTE_TTL_S = 48 * 3600
 
@@ -100,6 +112,15 @@ class StateStore(Protocol):
 
     async def count_distinct(self, event: str, key: str) -> int: ...
 
+    async def claim_state(self, event: str) -> bool:
+        """Set the event's state marker; True when it was missing (a fresh or wiped store:
+        the caller rebuilds what the store lost)."""
+        ...
+
+    async def release_state(self, event: str) -> None:
+        """Remove the marker again (a rebuild failed: the next check retries it)."""
+        ...
+
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -126,6 +147,7 @@ class MemoryStore:
         self._max_ids = max_ids
         self._totals: dict[str, Counter[str]] = {}
         self._minutes: dict[tuple[str, str], Counter[str]] = {}
+        self._claimed: set[str] = set()
 
     async def record_batch(self, event: str, posts: Sequence[PostSummary]) -> list[bool]:
         fresh = []
@@ -205,6 +227,15 @@ class MemoryStore:
 
     async def count_distinct(self, event: str, key: str) -> int:
         return len(self._distinct.get((event, key), ()))
+
+    async def claim_state(self, event: str) -> bool:
+        if event in self._claimed:
+            return False
+        self._claimed.add(event)
+        return True
+
+    async def release_state(self, event: str) -> None:
+        self._claimed.discard(event)
 
     async def ping(self) -> bool:
         return True
@@ -368,6 +399,12 @@ class RedisStore:
     async def count_distinct(self, event: str, key: str) -> int:
         return int(await self._redis.pfcount(f"{self._prefix(event)}{key}"))
 
+    async def claim_state(self, event: str) -> bool:
+        return bool(await self._redis.set(self._prefix(event) + "state", "1", nx=True))
+
+    async def release_state(self, event: str) -> None:
+        await self._redis.delete(self._prefix(event) + "state")
+
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
@@ -376,3 +413,106 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError, OSError]
+    try:
+        from redis import exceptions as rexc
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return tuple(errors)
+    return (*errors, rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError,
+            rexc.TryAgainError)
+
+
+UNAVAILABLE = _unavailable_errors()
+
+
+class RetryingStore:
+    """A store whose calls wait for the server instead of failing while it is unreachable.
+
+    Connection errors, time-outs and Redis' "loading" are retried with exponential back-off
+    (``first_delay_s`` doubling up to ``max_delay_s``) until the call succeeds or
+    ``stopping()`` says the process is shutting down; every failed try calls ``on_error``.
+    Other errors (a bug, a wrong type) propagate at once. ``ping`` and ``close`` are passed
+    through untouched, so health checks still see the outage.
+    """
+
+    def __init__(self, inner: StateStore, *, on_error: Any = None, stopping: Any = None,
+                 first_delay_s: float = 0.2, max_delay_s: float = 5.0) -> None:
+        self.inner = inner
+        self._on_error = on_error
+        self._stopping = stopping
+        self._first = first_delay_s
+        self._max = max_delay_s
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        delay = self._first
+        tries = 0
+        while True:
+            try:
+                return await getattr(self.inner, name)(*args, **kwargs)
+            except UNAVAILABLE as exc:
+                tries += 1
+                if self._on_error is not None:
+                    self._on_error(exc)
+                if self._stopping is not None and self._stopping():
+                    raise
+                if tries == 1 or tries % 20 == 0:
+                    log.warning(
+                        "state store unavailable (%s: %s): %s waits and retries (try %d)",
+                        exc.__class__.__name__, exc, name, tries)
+                await asyncio.sleep(delay)
+                delay = min(self._max, delay * 2)
+
+    async def record_batch(self, event: str, posts: Sequence[PostSummary]) -> list[bool]:
+        return list(await self._call("record_batch", event, posts))
+
+    async def counts(self, event: str) -> dict[str, Any]:
+        return dict(await self._call("counts", event))
+
+    async def recent_counts(self, event: str, minutes: int, now: datetime | None = None
+                            ) -> dict[str, Any]:
+        return dict(await self._call("recent_counts", event, minutes, now))
+
+    async def first_seen(self, event: str, stage: str, ids: Sequence[str]) -> list[bool]:
+        return list(await self._call("first_seen", event, stage, ids))
+
+    async def put_clusters(self, event: str, snapshots: Sequence[dict[str, Any]],
+                           ttl_s: int) -> None:
+        await self._call("put_clusters", event, snapshots, ttl_s)
+
+    async def drop_clusters(self, event: str, ids: Sequence[str]) -> None:
+        await self._call("drop_clusters", event, ids)
+
+    async def top_clusters(self, event: str, n: int) -> list[dict[str, Any]]:
+        return list(await self._call("top_clusters", event, n))
+
+    async def put_docs(self, event: str, kind: str, docs: Mapping[str, Any],
+                       ttl_s: int | None = None) -> None:
+        await self._call("put_docs", event, kind, docs, ttl_s)
+
+    async def get_docs(self, event: str, kind: str) -> dict[str, Any]:
+        return dict(await self._call("get_docs", event, kind))
+
+    async def del_docs(self, event: str, kind: str, ids: Sequence[str]) -> None:
+        await self._call("del_docs", event, kind, ids)
+
+    async def add_distinct(self, event: str, key: str, members: Sequence[str],
+                           ttl_s: int) -> None:
+        await self._call("add_distinct", event, key, members, ttl_s)
+
+    async def count_distinct(self, event: str, key: str) -> int:
+        return int(await self._call("count_distinct", event, key))
+
+    async def claim_state(self, event: str) -> bool:
+        return bool(await self._call("claim_state", event))
+
+    async def release_state(self, event: str) -> None:
+        await self._call("release_state", event)
+
+    async def ping(self) -> bool:
+        return await self.inner.ping()
+
+    async def close(self) -> None:
+        await self.inner.close()

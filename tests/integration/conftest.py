@@ -144,6 +144,15 @@ def worker_factory(stack_settings: Settings, tmp_path: Path) -> Iterator[Any]:
     yield make
     for w in started:
         w.stop()
+    from streams.kafka_admin import delete_topics
+
+    for w in started:  # a broker with thousands of topics restarts slowly: clean up
+        s = w.settings
+        try:
+            delete_topics(s, [s.topic_raw, s.topic_enriched, s.topic_deadletter, s.topic_scored,
+                              s.topic_signals, s.topic_claims, s.topic_cluster_events])
+        except Exception as exc:  # cleanup only: never fail a test for it
+            print(f"could not delete the test's topics: {exc}")  # noqa: T201
 
 
 def consume_all(settings: Settings, topics: list[str], expected: int, timeout: float = 90
