@@ -5,6 +5,9 @@ executor, so the event loop keeps serving heartbeats, commits and /metrics.
 At-least-once: a batch's events are acknowledged only after its outputs are
 delivered; outputs are keyed by post id and the store counts each id once, so
 re-delivery after a crash or rebalance re-sends outputs but never double-counts.
+Authors are pseudonymised by the pipeline's processor (``streams.batch``, on unless
+``CROWDWATCH_PSEUDONYMISE_AUTHORS=false``): no raw author id or handle reaches
+``posts.enriched``.
 """
 
 from __future__ import annotations

@@ -64,8 +64,8 @@ class Thresholds:
     lag_max: int = 1000
     lag_window: str = "5m"
     lag_for: str = "5m"
-    stall_window: str = "5m"
-    stall_for: str = "2m"
+    stall_window: str = "5m"  # look-back over the worker's stall gauge: bridges self-restarts
+    stall_for: str = "1m"
     deadletter_ratio: float = 0.05
     deadletter_window: str = "5m"
     deadletter_for: str = "5m"
@@ -256,15 +256,23 @@ def build_rules(t: Thresholds | None = None) -> dict[str, Any]:
             _links(t, "consumerlaggrowing")),
         _rule(
             "WorkerStalled",
-            "sum by (job, instance, topic, partition) (crowdwatch_consumer_lag) > 0"
-            " and sum by (job, instance, topic, partition)"
-            f" (changes(crowdwatch_consumer_committed_offset[{t.stall_window}])) == 0",
+            # the worker's watchdog (streams/watchdog.py) sets crowdwatch_consumer_stalled
+            # after CROWDWATCH_STALL_AFTER_S with lag and no offset movement; max_over_time
+            # keeps the alert up across the worker's self-restarts (a restart loop)
+            "max by (job, instance, topic, partition)"
+            f" (max_over_time(crowdwatch_consumer_stalled_seconds[{t.stall_window}]))"
+            " and max by (job, instance, topic, partition)"
+            f" (max_over_time(crowdwatch_consumer_stalled[{t.stall_window}])) == 1",
             t.stall_for, "critical", "oncall",
             "Worker {{ $labels.instance }} stalled on {{ $labels.topic }}/{{ $labels.partition }}",
-            f"Partitie {{{{ $labels.partition }}}} heeft achterstand maar de worker heeft "
-            f"{t.stall_window} lang geen offset vastgelegd: hij verwerkt niets meer.",
-            f"Partition {{{{ $labels.partition }}}} has lag but its committed offset has not "
-            f"moved for {t.stall_window}: the worker is not processing.",
+            "Partitie {{ $labels.topic }}/{{ $labels.partition }} heeft achterstand maar de "
+            "worker verwerkt niets meer (tot {{ $value | printf \"%.0f\" }} s zonder voortgang, "
+            f"laatste {t.stall_window}). Met CROWDWATCH_STALL_RESTART_S herstart hij zichzelf; "
+            "blijft dit alarm staan, dan hielp dat niet.",
+            "Partition {{ $labels.topic }}/{{ $labels.partition }} has lag but the worker is not "
+            "processing it (up to {{ $value | printf \"%.0f\" }} s without progress, last "
+            f"{t.stall_window}). With CROWDWATCH_STALL_RESTART_S it restarts itself; if this "
+            "alert stays, that did not help.",
             _links(t, "workerstalled")),
         _rule(
             "DeadLetterRateHigh",
@@ -400,12 +408,25 @@ def _cases() -> list[Case]:
                                              "partition": "0"}, "2000x20")),
              (("2m", "ConsumerLagGrowing", ()),
               ("15m", "ConsumerLagGrowing", ((raw, 4500),)))),
-        Case((_s("crowdwatch_consumer_lag", {**raw, "partition": "0"}, "5x10"),
-              _s("crowdwatch_consumer_committed_offset", {**raw, "partition": "0"}, "100x10"),
-              _s("crowdwatch_consumer_lag", {**raw, "partition": "1"}, "5x10"),
-              _s("crowdwatch_consumer_committed_offset", {**raw, "partition": "1"}, "0+10x10")),
+        # p0 stalls for good; p1 never; p2 in a restart loop (series gone while the worker
+        # restarts); p3 stalls once and recovers (after a restart)
+        Case((_s("crowdwatch_consumer_stalled", {**raw, "partition": "0"}, "0 0 1x10"),
+              _s("crowdwatch_consumer_stalled_seconds", {**raw, "partition": "0"},
+                 "0 30 60+60x10"),
+              _s("crowdwatch_consumer_stalled", {**raw, "partition": "1"}, "0x12"),
+              _s("crowdwatch_consumer_stalled_seconds", {**raw, "partition": "1"}, "0 20 40 0x9"),
+              _s("crowdwatch_consumer_stalled", {**raw, "partition": "2"},
+                 "0 1 _ 0 1 _ 0 1 _ 0 1 _"),
+              _s("crowdwatch_consumer_stalled_seconds", {**raw, "partition": "2"},
+                 "0 70 _ 0 70 _ 0 70 _ 0 70 _"),
+              _s("crowdwatch_consumer_stalled", {**raw, "partition": "3"}, "0 1 _ 0x9"),
+              _s("crowdwatch_consumer_stalled_seconds", {**raw, "partition": "3"}, "0 65 _ 0x9")),
              (("1m", "WorkerStalled", ()),
-              ("8m", "WorkerStalled", (({**raw, "partition": "0"}, 5),)))),
+              ("3m", "WorkerStalled", (({**raw, "partition": "0"}, 120),
+                                       ({**raw, "partition": "2"}, 70),
+                                       ({**raw, "partition": "3"}, 65))),
+              ("8m", "WorkerStalled", (({**raw, "partition": "0"}, 420),
+                                       ({**raw, "partition": "2"}, 70))))),
         Case((_s("crowdwatch_posts_consumed_total", _W1, "0+100x20"),
               _s("crowdwatch_posts_rejected_total", {**_W1, "reason": "not_json"}, "0+10x20"),
               _s("crowdwatch_posts_rejected_total", {**_W1, "reason": "missing_id"}, "0+0x20")),

@@ -3,20 +3,28 @@
 This is the one place the processing order is defined. ``crowdwatch score`` (files)
 and the Faust agents (Kafka) both call :class:`Enricher`, so a post gets the same
 fields whichever way it came in. Batches in, batches out; no I/O.
+
+With a :class:`models.privacy.Pseudonymiser` (the streams layer passes one by default,
+``CROWDWATCH_PSEUDONYMISE_AUTHORS``), ``author.id`` and ``author.handle`` of every
+enriched post are keyed pseudonyms (``p:`` + 16 hex), so no raw author id or handle leaves
+this stage; followers and verified are kept. The text (and the ``@mentions`` in it) is not
+changed.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from models.event import EventConfig
 from models.lang import DEFAULT_LANGUAGES, HybridDetector, LanguageDetectorProtocol
 from models.post import Post, Reject, decode_post
+from models.privacy import Pseudonymiser
 from models.safety import SafetyResult, classify_folded
 from models.tagging import Tagger
 from models.text import fold, hashtags, mentions, normalize
@@ -195,9 +203,13 @@ class Enricher:
         *,
         max_text_chars: int = 10_000,
         detector: LanguageDetectorProtocol | None = None,
+        pseudonymiser: Pseudonymiser | None = None,
     ) -> None:
+        """``pseudonymiser``: replace author ids and handles with keyed pseudonyms (None:
+        keep them as they came in)."""
         self.event = event
         self.max_text_chars = max_text_chars
+        self.pseudonymiser = pseudonymiser
         languages = set(DEFAULT_LANGUAGES) | set(event.languages if event else ())
         self.detector = detector or HybridDetector(languages)
         self.tagger = Tagger(event)
@@ -205,10 +217,54 @@ class Enricher:
     def decode(self, record: RawRecord) -> Post | DeadLetter:
         result = decode_post(record.value, max_text_chars=self.max_text_chars)
         if isinstance(result, Reject):
-            return DeadLetter(result.reason.value, result.detail, record.source, record.value)
+            return DeadLetter(result.reason.value, result.detail, record.source,
+                              self.scrub(record.value))
         return result
 
+    def scrub(self, original: bytes | None) -> bytes | None:
+        """A rejected record with ``author.id`` / ``author.handle`` pseudonymised (values of
+        the wrong type become ``p:redacted``) when it parses as a JSON object with an author;
+        otherwise (or without a pseudonymiser) the original bytes unchanged."""
+        p = self.pseudonymiser
+        if p is None or original is None:
+            return original
+        try:
+            obj = json.loads(original)
+        except (ValueError, RecursionError):  # not JSON (or not UTF-8): kept as it came
+            return original
+        author = obj.get("author") if isinstance(obj, dict) else None
+        if not isinstance(author, dict) or not any(
+                author.get(f) is not None for f in ("id", "handle")):
+            return original
+        platform = obj.get("platform") if isinstance(obj.get("platform"), str) else None
+        clean = dict(author)
+        for name in ("id", "handle"):
+            value = clean.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if isinstance(value, str):
+                clean[name] = p.author_value(platform, value) if value.strip() else value
+            elif value is not None:
+                clean[name] = "p:redacted"
+        obj["author"] = clean
+        try:
+            return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape: keep it escaped
+            return json.dumps(obj).encode("ascii")
+        except (ValueError, RecursionError):  # pragma: no cover - parsed, so serialisable
+            return original
+
+    def pseudonymise(self, post: Post) -> Post:
+        """``post`` with its author pseudonymised (unchanged without a pseudonymiser)."""
+        p = self.pseudonymiser
+        if p is None or post.author is None:
+            return post
+        author = p.author(post.platform, post.author)
+        return post if author == post.author else replace(post, author=author)
+
     def enrich(self, posts: Sequence[Post]) -> list[EnrichedPost]:
+        if self.pseudonymiser is not None:
+            posts = [self.pseudonymise(p) for p in posts]
         texts = [normalize(p.text) for p in posts]
         langs = self.detector.detect_batch(texts, [p.lang for p in posts])
         out = []

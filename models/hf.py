@@ -1,27 +1,36 @@
 """Shared transformers plumbing for the scorer and the embedder: loading a local
-checkpoint with the hub offline, int8 dynamic quantisation on CPU, and length-sorted
-batches padded only to their own longest text."""
+checkpoint with the hub offline, int8 dynamic quantisation on CPU, length-sorted batches
+padded only to their own longest text, and an optional ONNX Runtime copy of a
+sequence-classification checkpoint (exported once from the ``from_pretrained`` model into
+the cache, with ORT's transformer fusions and dynamic int8)."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
+import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: bump when :func:`export_onnx` writes something different, so cached exports are redone
+ONNX_EXPORT_VERSION = 1
+#: model types whose graphs ORT's BERT fusions (Attention, SkipLayerNorm, BiasGelu) handle
+_FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert"}
 
 
 def load_local(path: str | Path, auto_class: str, *, what: str, threads: int | None = None,
                device: str | None = None) -> tuple[Any, Any, Any, str]:
     """``(torch, tokenizer, model in eval mode, device)`` from a local directory loaded with
     ``from_pretrained`` (``auto_class``: e.g. ``AutoModel``); the hub stays offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import torch
-    import transformers
-
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{what} directory {folder} does not exist")
+    torch, transformers, folder = offline_transformers(path, what)
     if threads:
         torch.set_num_threads(threads)
     chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -31,22 +40,191 @@ def load_local(path: str | Path, auto_class: str, *, what: str, threads: int | N
     return torch, tokenizer, model, chosen
 
 
+def offline_transformers(path: str | Path, what: str) -> tuple[Any, Any, Path]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    import transformers
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} directory {folder} does not exist")
+    return torch, transformers, folder
+
+
 def quantize_int8(torch: Any, model: Any) -> Any:
     """Dynamic int8 quantisation of the Linear layers (CPU inference)."""
     return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def sorted_batches(torch: Any, encoded: Sequence[Sequence[int]], batch_size: int,
-                   pad_id: int) -> Iterator[tuple[list[int], Any, Any]]:
-    """``(indices, input_ids, attention_mask)`` per batch, shortest texts first."""
+def padded_batches(encoded: Sequence[Sequence[int]], batch_size: int,
+                   pad_id: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    """``(indices, input_ids, attention_mask)`` as int64 arrays per batch, shortest first;
+    each batch is padded only to its own longest text."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        ids = np.full((len(idx), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
         for row, i in enumerate(idx):
             seq = encoded[i]
-            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            ids[row, : len(seq)] = seq
             mask[row, : len(seq)] = 1
         yield idx, ids, mask
+
+
+def sorted_batches(torch: Any, encoded: Sequence[Sequence[int]], batch_size: int,
+                   pad_id: int) -> Iterator[tuple[list[int], Any, Any]]:
+    """``(indices, input_ids, attention_mask)`` per batch as torch tensors, shortest first."""
+    for idx, ids, mask in padded_batches(encoded, batch_size, pad_id):
+        yield idx, torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+
+
+def onnx_runtime_available() -> bool:
+    """Whether ``onnxruntime`` is installed (needed to run an export)."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def onnx_export_available() -> bool:
+    """Whether a new export can be made (``onnxruntime`` and ``onnx`` installed)."""
+    return onnx_runtime_available() and importlib.util.find_spec("onnx") is not None
+
+
+def checkpoint_fingerprint(folder: str | Path) -> str:
+    """A short hash naming a local checkpoint: its config and the names, sizes and
+    modification times of its files (cheap; a rewritten checkpoint gets a new name)."""
+    root = Path(folder).resolve()
+    h = hashlib.sha256(f"onnx-export-{ONNX_EXPORT_VERSION}:{root}".encode())
+    for f in sorted(p for p in root.iterdir() if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        if f.name == "config.json":
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def export_onnx(model: Any, config: Any, out_dir: str | Path, *, quantize: bool) -> Path:
+    """Write ``model.onnx`` for a sequence-classification ``model`` (loaded with
+    ``from_pretrained(..., attn_implementation="eager")``) into ``out_dir``.
+
+    Inputs ``input_ids`` and ``attention_mask`` (int64, batch x length, both dynamic),
+    output ``logits``.  BERT-family graphs get ORT's transformer fusions; ``quantize``
+    adds dynamic int8 weights on every MatMul/Attention (activations quantised per call,
+    like ``torch.ao`` dynamic quantisation); the embeddings stay fp32.  The fp32 export is
+    checked against the torch model before anything is written; a mismatch raises.
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / "export.onnx"
+    probe_ids = torch.tensor([[config.bos_token_id or 0, 5, 6, 7, 8, config.eos_token_id or 2],
+                              [config.bos_token_id or 0, 9, config.eos_token_id or 2, 1, 1, 1]])
+    probe_ids = probe_ids.clamp(max=config.vocab_size - 1)
+    probe_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    dyn = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+           "logits": {0: "batch"}}
+    with torch.inference_mode():
+        expected = model(input_ids=probe_ids, attention_mask=probe_mask).logits.float().numpy()
+    with warnings.catch_warnings():  # the TorchScript exporter's tracer notes
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (probe_ids, probe_mask), str(raw), dynamo=False,
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                          dynamic_axes=dyn, opset_version=17)
+    current = raw
+    model_type = str(getattr(config, "model_type", ""))
+    if model_type in _FUSABLE:
+        try:
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            fused = optimize_model(str(raw), model_type="bert", opt_level=1,
+                                   num_heads=int(config.num_attention_heads),
+                                   hidden_size=int(config.hidden_size))
+            fused.save_model_to_file(str(out / "fused.onnx"))
+            current = out / "fused.onnx"
+        except Exception as exc:  # a graph the fusions do not recognise: keep it unfused
+            log.warning("ONNX transformer fusion failed (%s); using the plain export", exc)
+    _check_onnx(ort, current, probe_ids.numpy(), probe_mask.numpy(), expected, atol=1e-3)
+    final = out / "model.onnx"
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(current), str(final), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        _check_onnx(ort, final, probe_ids.numpy(), probe_mask.numpy(), expected, atol=None)
+    else:
+        current.rename(final)
+    for name in ("export.onnx", "fused.onnx"):
+        (out / name).unlink(missing_ok=True)
+    (out / "export.json").write_text(json.dumps({
+        "version": ONNX_EXPORT_VERSION, "quantize": quantize, "fused": current.name == "fused.onnx",
+        "onnxruntime": ort.__version__, "torch": torch.__version__,
+    }, indent=1) + "\n", encoding="utf-8")
+    return final
+
+
+def _check_onnx(ort: Any, path: Path, ids: np.ndarray, mask: np.ndarray, expected: np.ndarray,
+                atol: float | None) -> None:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+    if got.shape != expected.shape or not np.isfinite(got).all():
+        raise RuntimeError(f"ONNX export {path.name}: bad output {got.shape}")
+    if atol is not None and not np.allclose(got, expected, atol=atol, rtol=1e-3):
+        diff = float(np.abs(got - expected).max())
+        raise RuntimeError(f"ONNX export {path.name} differs from torch by {diff:.2e}")
+
+
+def ensure_onnx_classifier(folder: str | Path, *, quantize: bool,
+                           cache_dir: str | Path | None = None) -> Path:
+    """``model.onnx`` of a local sequence-classification checkpoint, exported once into
+    ``<cache>/onnx/<fingerprint>-<int8|fp32>/``: the checkpoint is loaded with
+    ``AutoModelForSequenceClassification.from_pretrained(folder)`` (hub offline) and
+    exported by :func:`export_onnx`.  Raises when the export fails or cannot be made."""
+    from models.sentiment_base import DEFAULT_CACHE, build_once
+
+    _, transformers, src = offline_transformers(folder, "model")
+    root = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE / "onnx"
+    target = root / f"{checkpoint_fingerprint(src)}-{'int8' if quantize else 'fp32'}"
+    if (target / ".complete").exists():
+        return target / "model.onnx"
+    if not onnx_export_available():
+        raise RuntimeError("exporting to ONNX needs the onnxruntime and onnx packages")
+
+    def build(tmp: Path) -> None:
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            src, local_files_only=True, attn_implementation="eager").eval()
+        export_onnx(model, model.config, tmp, quantize=quantize)
+
+    marker = json.dumps({"source": str(src.resolve()), "quantize": quantize}) + "\n"
+    return build_once(target, build, marker) / "model.onnx"
+
+
+class OnnxClassifier:
+    """An ONNX Runtime CPU session over ``model.onnx``: ``logits(ids, mask)``; thread-safe."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, *,
+                 spin: bool = False) -> None:
+        """``threads``: intra-op threads (None: ORT's default, the physical cores).
+        ``spin`` lets idle worker threads busy-wait for the next call: slightly faster on
+        an idle machine, but it burns CPU that the event loop and Kafka client on the same
+        cores need, so it is off by default."""
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or 0
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+        return np.asarray(out, dtype=np.float32)

@@ -13,7 +13,12 @@ and a handle *or* an author id, whatever spelling the connector used:
 * Bluesky handles are domain names (a trailing dot is dropped); the account's DID
   (``did:plc:...``), which is what Jetstream sends as the author, is matched when it was
   registered as ``author_id`` (see :meth:`OfficialRegistry.add`);
-* any platform: registered author ids (numeric twitter ids, Mastodon account URIs) match.
+* any platform: registered author ids (numeric twitter ids, Mastodon account URIs) match;
+* pseudonymised authors (``p:`` + hex, see :mod:`models.privacy`) match when the registry
+  was given the same keyed ``pseudonym`` function the enrich stage used: the registry
+  computes the pseudonym of every handle and author id it knows (and of a Mastodon
+  account's bare user name when that is unambiguous), so official accounts stay
+  recognisable in pseudonymised topics while their handles remain in clear here.
 
 The registry is plain data in, plain data out. The lead stores runtime additions and
 removals (``crowdwatch official add|remove|list``) in Redis and replays them through
@@ -23,13 +28,16 @@ removals (``crowdwatch official add|remove|list``) in Redis and replays them thr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from models.event import EventConfig, OfficialAccount, Role
 
-__all__ = ["OfficialRegistry", "normalize_handle", "normalize_platform"]
+__all__ = ["OfficialRegistry", "PseudonymFn", "normalize_handle", "normalize_platform"]
+
+#: ``(platform, handle or author id) -> pseudonym`` (``models.privacy.Pseudonymiser.author_value``)
+PseudonymFn = Callable[[str | None, str], str]
 
 _PLATFORM_ALIASES = {
     "x": "twitter", "twitter.com": "twitter", "x.com": "twitter", "tweet": "twitter",
@@ -95,16 +103,31 @@ class OfficialRegistry:
     runtime changes (a removal also hides an account that came from the event file).
     """
 
-    def __init__(self, accounts: Iterable[OfficialAccount] = ()) -> None:
+    def __init__(self, accounts: Iterable[OfficialAccount] = (), *,
+                 pseudonym: PseudonymFn | None = None) -> None:
+        """``pseudonym``: also match authors pseudonymised with this function (the enrich
+        stage's, same key)."""
         self._by_handle: dict[tuple[str, str], OfficialAccount] = {}
         self._by_id: dict[tuple[str, str], OfficialAccount] = {}
         self._ids_of: dict[tuple[str, str], set[str]] = {}
+        self._pseudonym = pseudonym
+        self._by_pseudonym: dict[tuple[str, str], OfficialAccount] | None = None
         for acc in accounts:
             self.add(acc.platform, acc.handle, acc.role, name=acc.name)
 
     @classmethod
-    def from_event(cls, event: EventConfig | None) -> OfficialRegistry:
-        return cls(event.official_accounts if event is not None else ())
+    def from_event(cls, event: EventConfig | None, *,
+                   pseudonym: PseudonymFn | None = None) -> OfficialRegistry:
+        return cls(event.official_accounts if event is not None else (), pseudonym=pseudonym)
+
+    @property
+    def pseudonym(self) -> PseudonymFn | None:
+        return self._pseudonym
+
+    @pseudonym.setter
+    def pseudonym(self, fn: PseudonymFn | None) -> None:
+        self._pseudonym = fn
+        self._by_pseudonym = None
 
     # -- changes ------------------------------------------------------------------------
     def add(self, platform: str, handle: str, role: Role | str, *, name: str | None = None,
@@ -125,6 +148,7 @@ class OfficialRegistry:
             aid = normalize_handle(p, author_id)
             ids.add(aid)
             self._by_id[(p, aid)] = acc
+        self._by_pseudonym = None
         return acc
 
     def remove(self, platform: str, handle: str) -> bool:
@@ -140,6 +164,7 @@ class OfficialRegistry:
             acc = self._by_handle.pop((p, h))
         for aid in self._ids_of.pop((p, h), set()):
             self._by_id.pop((p, aid), None)
+        self._by_pseudonym = None
         return True
 
     # -- queries ------------------------------------------------------------------------
@@ -156,6 +181,8 @@ class OfficialRegistry:
 
     def _lookup(self, p: str, h: str, instance: str | None = None) -> OfficialAccount | None:
         acc = self._by_handle.get((p, h)) or self._by_id.get((p, h))
+        if acc is None and self._pseudonym is not None and h.startswith("p:"):
+            acc = self._pseudonyms().get((p, h))
         if acc is not None or p != "mastodon" or not h:
             return acc
         if "@" in h:  # user@instance not registered as such
@@ -165,6 +192,27 @@ class OfficialRegistry:
         hits = [a for (pp, hh), a in self._by_handle.items()
                 if pp == p and hh.partition("@")[0] == h]
         return hits[0] if len(hits) == 1 else None
+
+    def _pseudonyms(self) -> dict[tuple[str, str], OfficialAccount]:
+        """(platform, pseudonym) -> account for every known handle and author id, built
+        lazily after each change."""
+        index = self._by_pseudonym
+        fn = self._pseudonym
+        if index is not None or fn is None:
+            return index or {}
+        index = {}
+        for (p, value), acc in [*self._by_id.items(), *self._by_handle.items()]:
+            index[(p, fn(p, value))] = acc
+        users: dict[str, list[OfficialAccount]] = {}  # Mastodon: bare user names, if unique
+        for (p, h), acc in self._by_handle.items():
+            if p == "mastodon" and "@" in h:
+                users.setdefault(h.partition("@")[0], []).append(acc)
+        for user, accs in users.items():
+            key = ("mastodon", fn("mastodon", user))
+            if len(accs) == 1 and key not in index:
+                index[key] = accs[0]
+        self._by_pseudonym = index
+        return index
 
     def author_of(self, post: Mapping[str, Any]) -> OfficialAccount | None:
         """The official account that wrote ``post`` (a canonical/enriched post dict)."""
@@ -202,8 +250,9 @@ class OfficialRegistry:
         return out
 
     @classmethod
-    def from_list(cls, items: Iterable[Mapping[str, Any]]) -> OfficialRegistry:
-        reg = cls()
+    def from_list(cls, items: Iterable[Mapping[str, Any]], *,
+                  pseudonym: PseudonymFn | None = None) -> OfficialRegistry:
+        reg = cls(pseudonym=pseudonym)
         for item in items:
             ids = item.get("author_ids") or [None]
             for aid in ids:

@@ -29,8 +29,12 @@ Memory bounds (all configurable):
   counted again. The sets of engaged accounts and of resharers are exact and grow with
   the number of distinct engaged accounts of official posts only;
 * the pending buffer: engagements whose parent is not (yet) a known official post, kept
-  for ``pending_horizon_s`` seconds of event time behind the newest record seen and at most
-  ``max_pending`` entries; an official post arriving later than that loses them.
+  while they are less than ``pending_horizon_s`` seconds of event time behind the newest
+  record seen *or* arrived less than ``pending_wall_s`` seconds of processing time ago, and
+  at most ``max_pending`` entries; an official post arriving later than that loses them.
+  The processing-time grace matters after a crash or a rebalance: the partitions' backlogs
+  are then read side by side, so a fast replay or a lagging partition can put engagements
+  many minutes of event time ahead of their official post.
 
 Redis mirror (the lead's part): ``distinct_accounts`` is a HyperLogLog
 (``PFADD official:{id}:accounts {platform}:{author}``; ``PFCOUNT``; ~0.81 % standard
@@ -43,8 +47,9 @@ official:{id}:audience followers``); dedupe is ``SADD official:{id}:seen {engage
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -267,7 +272,9 @@ class ReachTracker:
         max_posts: int = 10_000,
         max_ids_per_post: int = 250_000,
         pending_horizon_s: float = 300.0,
+        pending_wall_s: float = 120.0,
         max_pending: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if any(n < 1 for n in milestones):
             raise ValueError("repost milestones are positive counts")
@@ -276,10 +283,13 @@ class ReachTracker:
         self.max_posts = max_posts
         self.max_ids_per_post = max_ids_per_post
         self.pending_horizon_s = pending_horizon_s
+        self.pending_wall_s = pending_wall_s
         self.max_pending = max_pending
+        self._clock = clock
         self.posts: dict[str, OfficialPostReach] = {}
         self._pending: dict[str, dict[str, _Engagement]] = {}
-        self._pending_order: deque[tuple[float, str, str]] = deque()
+        # (event time, parent, engagement id, arrival on ``clock``), in arrival order
+        self._pending_order: deque[tuple[float, str, str, float]] = deque()
         self._pending_n = 0
         self.watermark: float | None = None  # newest event time seen
         self.dropped_pending = 0  # engagements forgotten unmatched (normal for non-official)
@@ -361,15 +371,17 @@ class ReachTracker:
         bucket[eng.id] = eng
         self._pending_n += 1
         when = eng.ts if eng.ts is not None else (self.watermark or 0.0)
-        self._pending_order.append((when, parent, eng.id))
+        self._pending_order.append((when, parent, eng.id, self._clock()))
 
     def _expire(self) -> None:
         horizon = (self.watermark - self.pending_horizon_s) if self.watermark is not None \
             else None
+        arrived_before = self._clock() - self.pending_wall_s
         order = self._pending_order
         while order and (self._pending_n > self.max_pending
-                         or (horizon is not None and order[0][0] < horizon)):
-            _, parent, eid = order.popleft()
+                         or (horizon is not None and order[0][0] < horizon
+                             and order[0][3] <= arrived_before)):
+            _, parent, eid, _ = order.popleft()
             bucket = self._pending.get(parent)
             if bucket is None or bucket.pop(eid, None) is None:
                 continue  # already drained into a tracked post

@@ -7,12 +7,19 @@ token length, cut into batches padded only to their own longest text, and run un
 ``torch.inference_mode()`` with an explicit thread count (GPU when available). The score
 is ``P(positive) - P(negative)`` in [-1, 1].
 
+On CPU the scorer prefers ONNX Runtime (``backend="auto"``): the checkpoint loaded with
+``from_pretrained`` is exported once into the cache (:func:`models.hf.ensure_onnx_classifier`,
+keyed by the checkpoint), with ORT's transformer fusions and, where int8 is asked for,
+dynamic int8 weights.  It falls back to the torch path when onnxruntime is missing or the
+export fails (``backend="torch"`` forces torch, ``backend="onnx"`` makes failure an error).
+
 :class:`CachedScorer` wraps a scorer with a bounded LRU keyed by the normalised text, so
 reposts ("RT @x: ...") and duplicates are scored once.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -21,9 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from models.hf import load_local, quantize_int8, sorted_batches
+import numpy as np
+
+from models.hf import (
+    OnnxClassifier,
+    ensure_onnx_classifier,
+    load_local,
+    offline_transformers,
+    onnx_export_available,
+    onnx_runtime_available,
+    padded_batches,
+    quantize_int8,
+)
 from models.text import fold, normalize
 
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "onnx")
 LABELS = ("negative", "neutral", "positive")
 _RT = re.compile(r"^rt @[\w.\-]+:\s*")
 
@@ -79,48 +99,99 @@ class TransformerSentimentScorer:
         threads: int | None = None,
         device: str | None = None,
         quantize: bool | None = None,
+        backend: str = "auto",
+        cache_dir: str | Path | None = None,
     ) -> None:
         """``max_length`` / ``quantize`` None: the model's own recommendation (the
-        ``crowdwatch`` block of its config.json), else 128 tokens / fp32."""
-        torch, self.tokenizer, model, self.device = load_local(
-            model_path, "AutoModelForSequenceClassification", what="sentiment model",
-            threads=threads, device=device)
+        ``crowdwatch`` block of its config.json), else 128 tokens / fp32.  ``backend``:
+        ``auto`` (ONNX Runtime on CPU when installed, else torch), ``torch`` or ``onnx``;
+        ``cache_dir`` is where ONNX exports go (default ``~/.cache/crowdwatch/onnx``)."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        torch, transformers, path = offline_transformers(model_path, "sentiment model")
         self._torch = torch
-        path = Path(model_path)
-        advice = getattr(model.config, "crowdwatch", None) or {}
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+        advice = getattr(config, "crowdwatch", None) or {}
         if max_length is None:
             max_length = int(advice.get("max_length", 128))
         if quantize is None:
             quantize = bool(advice.get("quantize", False))
         self.quantized = bool(quantize and self.device == "cpu")
-        if self.quantized:
-            model = quantize_int8(torch, model)
-        self.model = model.to(self.device)
-        self.labels = map_labels({int(k): v for k, v in model.config.id2label.items()})
+        self.labels = map_labels({int(k): v for k, v in config.id2label.items()})
         self._pos = self.labels.index("positive")
         self._neg = self.labels.index("negative")
         self.batch_size = batch_size
         self.max_length = max_length
         self.path = path
+        self.model: Any = None
+        self.onnx: OnnxClassifier | None = None
+        if self._wants_onnx(backend):
+            try:
+                onnx_path = ensure_onnx_classifier(path, quantize=self.quantized,
+                                                   cache_dir=cache_dir)
+                self.onnx = OnnxClassifier(onnx_path, threads=threads)
+            except Exception as exc:
+                if backend == "onnx":
+                    raise
+                log.warning("ONNX Runtime path unavailable for %s (%s); using torch", path, exc)
+        if self.onnx is not None:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path,
+                                                                        local_files_only=True)
+            self.backend = "onnx"
+        else:
+            _, self.tokenizer, model, _ = load_local(path, "AutoModelForSequenceClassification",
+                                                     what="sentiment model", device=self.device)
+            if self.quantized:
+                model = quantize_int8(torch, model)
+            self.model = model.to(self.device)
+            self.backend = "torch"
+
+    def _wants_onnx(self, backend: str) -> bool:
+        if backend == "torch" or self.device != "cpu":
+            if backend == "onnx":
+                raise ValueError(f"the ONNX backend runs on the CPU, not {self.device!r}")
+            return False
+        if backend == "onnx":
+            if not onnx_runtime_available():
+                raise RuntimeError("backend 'onnx' needs the onnxruntime package")
+            return True
+        return onnx_export_available()
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw class logits (rows in input order, columns in ``self.labels`` order)."""
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not texts:
+            return out
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
+                                 padding=False)["input_ids"]
+        pad_id = self.tokenizer.pad_token_id or 0
+        batches = padded_batches(encoded, self.batch_size, pad_id)
+        if self.onnx is not None:
+            for idx, ids, mask in batches:
+                out[idx] = self.onnx.logits(ids, mask)
+            return out
+        torch = self._torch
+        with torch.inference_mode():
+            for idx, ids, mask in batches:
+                logits = self.model(input_ids=torch.from_numpy(ids).to(self.device),
+                                    attention_mask=torch.from_numpy(mask).to(self.device)).logits
+                out[idx] = logits.float().cpu().numpy()
+        return out
 
     def score(self, texts: Sequence[str]) -> list[Sentiment]:
         if not texts:
             return []
-        torch = self._torch
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                                 padding=False)["input_ids"]
-        out: list[Sentiment | None] = [None] * len(texts)
-        pad_id = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode():
-            for idx, ids, mask in sorted_batches(torch, encoded, self.batch_size, pad_id):
-                logits = self.model(input_ids=ids.to(self.device),
-                                    attention_mask=mask.to(self.device)).logits
-                probs = torch.softmax(logits.float(), dim=-1).cpu().tolist()
-                for row, i in enumerate(idx):
-                    p = probs[row]
-                    best = max(range(len(p)), key=p.__getitem__)
-                    out[i] = Sentiment(self.labels[best], round(p[self._pos] - p[self._neg], 4))
-        return [s for s in out if s is not None]
+        logits = self.logits(texts)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        best = probs.argmax(axis=1).tolist()
+        scores = (probs[:, self._pos] - probs[:, self._neg]).tolist()
+        return [Sentiment(self.labels[b], round(float(sc), 4))
+                for b, sc in zip(best, scores, strict=True)]
 
 
 class CachedScorer:

@@ -116,7 +116,8 @@ def assemble(weights_dir: Path, out_dir: Path, cache_dir: Path | None = None) ->
     cfg.architectures = ["BertForSequenceClassification"]
     cfg.problem_type = "single_label_classification"
     # recommended serving settings, read by models.sentiment.TransformerSentimentScorer:
-    # int8 is what the measured 790 posts/s (and the quality figures) refer to
+    # int8: ONNX Runtime dynamic int8 when served by models.sentiment (torch int8 otherwise),
+    # what the speed and quality figures in docs/sentiment-model.md refer to
     cfg.crowdwatch = {"artifact": str(weights_dir), "max_length": spec.get("max_length", 64),
                       "quantize": True, "score": spec.get("score"), "base": BASE_NAME}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,8 +133,9 @@ def assemble(weights_dir: Path, out_dir: Path, cache_dir: Path | None = None) ->
 def quantize_for_cpu(model: Any, keep_ffn_down_fp32: bool = False) -> Any:
     """int8 dynamic quantisation (``torch.ao.quantization.quantize_dynamic``) for CPU use.
 
-    By default every ``nn.Linear`` is quantised: the fastest variant, and the one measured
-    in docs/sentiment-model.md (790 posts/s on 2 cores for the 4-layer default).
+    By default every ``nn.Linear`` is quantised: the fastest torch variant (about 1,000
+    posts/s on 2 quiet cores for the 4-layer default; the served ONNX Runtime path in
+    :mod:`models.sentiment` is a little faster, see docs/sentiment-model.md).
     ``keep_ffn_down_fp32`` quantises only the encoder's Q/K/V, attention-output and FFN-up
     projections and keeps the FFN down-projections (whose inputs carry BERT's activation
     outliers), the pooler and the classifier fp32: closer to fp32 quality, ~40 % slower.

@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from streams.batch import (
     Output,
     PreparedBatch,
     ScoredBatch,
+    author_pseudonymiser,
     init_child,
     run_in_child,
     score_values,
@@ -52,14 +53,21 @@ from streams.metrics import (
     RumourMetrics,
     SafetyMetrics,
 )
+from streams.rebuild import CHECK_EVERY_S, RebuildMetrics, StateGuard
 from streams.rumours import RumourStage
 from streams.settings import Settings
-from streams.state import StateStore
+from streams.state import RetryingStore, StateStore
+from streams.watchdog import (
+    PartitionSample,
+    PartitionStatus,
+    StallWatchdog,
+    WorkerStalledError,
+    health_body,
+)
 
 log = logging.getLogger(__name__)
 
 NO_EVENT = "default"
-STALE_AFTER_S = 120.0
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -104,8 +112,15 @@ class Pipeline:
         self.settings = settings
         self.event = event
         self.event_name = event.name if event else NO_EVENT
-        self.store = store
         self.registry = registry
+        self.rebuild_metrics = RebuildMetrics(registry, self.event_name)
+        #: the store as given (health checks, /api/* reads: fail fast) ...
+        self.raw_store = store
+        #: ... and as the agents use it: waits for an unreachable Redis instead of crashing
+        self.store: StateStore = RetryingStore(
+            store, on_error=lambda _exc: self.rebuild_metrics.store_errors.labels(
+                self.event_name).inc(),
+            stopping=self._stopping)
         self.metrics = PipelineMetrics(
             registry, self.event_name,
             areas=[a.name for a in event.areas] if event else (),
@@ -116,10 +131,12 @@ class Pipeline:
         # without sentiment the rumour stage's input comes straight from enrichment
         claims_from_enrich = settings.topic_claims if tracker is not None and scorer is None \
             else None
+        pseudonymiser = author_pseudonymiser(settings)  # None: raw authors (setting off)
         self.processor = BatchProcessor(event, max_text_chars=settings.max_text_chars,
                                         topic_enriched=settings.topic_enriched,
                                         topic_deadletter=settings.topic_deadletter,
-                                        topic_claims=claims_from_enrich)
+                                        topic_claims=claims_from_enrich,
+                                        pseudonymiser=pseudonymiser)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crowdwatch-cpu")
         self.pool: ProcessPoolExecutor | None = None
         if settings.cpu_processes > 0:
@@ -129,7 +146,8 @@ class Pipeline:
                 initializer=init_child,
                 initargs=(event.model_dump_json() if event else None, settings.max_text_chars,
                           settings.topic_enriched, settings.topic_deadletter,
-                          claims_from_enrich),
+                          claims_from_enrich,
+                          pseudonymiser.key if pseudonymiser is not None else None),
             )
         self.started_at = time.time()
         self.last_batch_at: float | None = None
@@ -181,7 +199,7 @@ class Pipeline:
         if tracker is not None:
             base = OfficialRegistry.from_event(event)
             self.rumours = RumourStage(
-                tracker, event=self.event_name, store=store,
+                tracker, event=self.event_name, store=self.store,
                 metrics=RumourMetrics(registry, self.event_name, top_k=settings.rumour_top_k),
                 topic_events=settings.topic_cluster_events,
                 state_ttl_s=settings.rumour_state_ttl_s,
@@ -197,6 +215,8 @@ class Pipeline:
         self._register_web()
         self._register_api()
         self._register_timers()
+        self.state_guard = StateGuard(settings, self.store, self.event_name, self.rebuild_metrics)
+        self._register_state_guard()
 
     # ---- state, outputs, metrics (called by agents) ----
 
@@ -291,50 +311,43 @@ class Pipeline:
 
     # ---- lag, health, web ----
 
-    def lag(self) -> dict[tuple[str, int], int]:
+    def partition_samples(self) -> list[PartitionSample]:
+        """Committed, processed and end offsets of the assigned partitions of posts.raw."""
         consumer = self.app.consumer
-        out = {}
-        for tp in consumer.assignment():
-            if tp.topic != self.settings.topic_raw:
-                continue
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            done = self.processed.get((tp.topic, tp.partition))
-            committed = getattr(consumer, "_committed_offset", {}).get(tp)  # no public API
-            nxt = max(x for x in (done + 1 if done is not None else None, committed, 0)
-                      if x is not None)
-            out[(tp.topic, tp.partition)] = max(0, high - nxt)
-        return out
+        committed = getattr(consumer, "_committed_offset", {})  # no public API
+        return [PartitionSample(tp.topic, tp.partition, committed.get(tp),
+                                self.processed.get((tp.topic, tp.partition)),
+                                consumer.highwater(tp))
+                for tp in consumer.assignment() if tp.topic == self.settings.topic_raw]
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the end per assigned partition of posts.raw (ends known only)."""
+        return {s.key: s.lag for s in self.partition_samples() if s.lag is not None}
 
     def update_lag_metrics(self) -> dict[tuple[str, int], int]:
-        lags = self.lag()
-        for (topic, partition), value in lags.items():
-            self.metrics.lag.labels(topic, str(partition)).set(value)
-        committed = getattr(self.app.consumer, "_committed_offset", {})
-        for tp, off in list(committed.items()):
-            if off is not None and tp.topic == self.settings.topic_raw:
-                self.metrics.committed.labels(tp.topic, str(tp.partition)).set(off)
-        return lags
+        """Feed the stall watchdog and export lag, committed offsets and stall state (series
+        of revoked partitions removed); returns the lag per partition."""
+        samples = self.partition_samples()
+        statuses = self.watchdog.observe(samples, self.watchdog_clock())
+        self.metrics.observe_partitions(statuses, self.watchdog.revoked)
+        for sample in samples:
+            if sample.committed is not None:
+                self.metrics.committed.labels(sample.topic, str(sample.partition)).set(
+                    sample.committed)
+        return {s.key: s.lag for s in statuses if s.lag is not None}
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
+        """``/health``: unhealthy (503) while the store is unreachable, a partition is stalled
+        (named in ``stalled_partitions``) or the worker is stopping."""
         lags = self.update_lag_metrics()
-        total_lag = sum(lags.values())
         store_ok = await self.store.ping()
         now = time.time()
         last = self.last_batch_at
-        idle = now - (last or self.started_at)
-        stalled = total_lag > 0 and idle > STALE_AFTER_S
+        stalled = self.watchdog.stalled
         ok = store_ok and not stalled and not self.app.should_stop
-        return ok, {
-            "status": "ok" if ok else "unhealthy",
-            "event": self.event_name,
-            "store": "ok" if store_ok else "unreachable",
-            "assigned_partitions": sorted(f"{t}/{p}" for t, p in lags),
-            "lag": total_lag,
-            "seconds_since_last_batch": None if last is None else round(now - last, 3),
-            "stalled": stalled,
-        }
+        return ok, health_body(ok, event=self.event_name, store_ok=store_ok, lags=lags,
+                               stalled=stalled, stall_after_s=self.watchdog.stall_after_s,
+                               since_last_batch=None if last is None else now - last)
 
     def _register_web(self) -> None:
         pipeline = self
@@ -364,7 +377,7 @@ class Pipeline:
             @self.app.page(f"/api/{route}", name=f"crowdwatch.api.{route}")
             async def api_page(web: Any, request: Any) -> Any:
                 status, body, headers = await api_response(
-                    route, pipeline.store, pipeline.event_name, request.query,
+                    route, pipeline.raw_store, pipeline.event_name, request.query,
                     request.headers, access)
                 return web.json(body, status=status, headers=headers)
 
@@ -392,9 +405,61 @@ class Pipeline:
         async def warm_up() -> None:
             await self.warm_up()
 
+        self.watchdog = StallWatchdog(self.settings.stall_after_s,
+                                      self.settings.stall_restart_s)
+        self.watchdog_clock: Callable[[], float] = time.monotonic
+        self._restart_held = False  # restart due but held back (store unreachable), logged
+
         @self.app.timer(interval=2.0)
         async def lag_timer() -> None:
             self.update_lag_metrics()
+            await self.check_restart()
+
+    async def check_restart(self) -> bool:
+        """Restart when a partition has been stalled ``stall_restart_s`` — unless the state
+        store is unreachable: the agents then wait for it by design and a restart cannot
+        help (``/health`` and the alert still report the stall). True when restarting."""
+        due = self.watchdog.restart_due
+        if not due or self.app.should_stop or self.app.crashed:
+            self._restart_held = False
+            return False
+        if await self.store.ping():
+            await self.restart_stalled(due)
+            return True
+        if not self._restart_held:
+            self._restart_held = True
+            log.warning("stall watchdog: %s stalled, but the state store is unreachable: not "
+                        "restarting (the agents go on when it is back)",
+                        ", ".join(s.name for s in due))
+        return False
+
+    async def restart_stalled(self, due: Sequence[PartitionStatus]) -> None:
+        """Stop the worker with exit code 1 (``app.crash``: mode's Worker re-raises the
+        reason after shutting down) so systemd / compose / Kubernetes restarts it and the
+        consumer group hands the stuck partitions out again."""
+        names = ", ".join(f"{s.name} (lag {s.lag}, no progress for {s.idle_s:.0f} s)"
+                          for s in due)
+        log.error("stall watchdog: %s; stopping the worker (exit code 1) so that its "
+                  "supervisor restarts it (CROWDWATCH_STALL_RESTART_S=%g, 0 = never)",
+                  names, self.settings.stall_restart_s)
+        self.metrics.watchdog_restarts.inc()
+        try:  # raised, so that mode's crash log carries a traceback
+            raise WorkerStalledError(f"partitions stalled: {names}")
+        except WorkerStalledError as exc:
+            await self.app.crash(exc)
+
+    def _stopping(self) -> bool:
+        app = getattr(self, "app", None)
+        return bool(app is not None and app.should_stop)
+
+    def _register_state_guard(self) -> None:
+        """At start and every few seconds: rebuild the counts from Kafka when Redis lost
+        them (``streams.rebuild``). The rebuild runs beside the agents (it is idempotent)."""
+        guard = self.state_guard
+
+        @self.app.timer(interval=CHECK_EVERY_S, name="crowdwatch.state_guard", on_leader=False)
+        async def state_guard() -> None:
+            await guard.check()
 
     async def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

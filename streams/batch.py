@@ -5,15 +5,21 @@
 reasons), cheap to pickle across a process boundary. With ``cpu_processes > 0``
 the pipeline runs it in a process pool, so the parsing/tagging work does not
 compete with the Faust event loop for the GIL.
+
+Authors are pseudonymised here by default (:func:`author_pseudonymiser`): what goes to
+``posts.enriched``, ``posts.claims`` and on to ``posts.scored`` carries ``p:<hmac>``
+author ids and handles, never the raw ones (``posts.raw`` and dead letters of records that
+failed validation are the exceptions, see docs/data-protection.md).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -28,9 +34,27 @@ from models.enrich import (
 from models.event import EventConfig, parse_event
 from models.jsonio import dumps
 from models.mood import MoodRow
+from models.privacy import Pseudonymiser
 from models.sentiment import SentimentScorer
 
+if TYPE_CHECKING:
+    from streams.settings import Settings
+
 Output = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
+
+log = logging.getLogger(__name__)
+
+
+def author_pseudonymiser(settings: Settings) -> Pseudonymiser | None:
+    """The enrich stage's author pseudonymiser (key ``CROWDWATCH_PSEUDONYM_KEY``, else this
+    process's random key); None when ``CROWDWATCH_PSEUDONYMISE_AUTHORS`` is off."""
+    if not settings.pseudonymise_authors:
+        return None
+    key = settings.pseudonym_key.get_secret_value()
+    if not key:
+        log.warning("CROWDWATCH_PSEUDONYM_KEY not set: author pseudonyms are random per "
+                    "process (they change on restart and differ between workers)")
+    return Pseudonymiser(key or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +66,11 @@ class PreparedBatch:
 
 class BatchProcessor:
     def __init__(self, event: EventConfig | None, *, max_text_chars: int, topic_enriched: str,
-                 topic_deadletter: str, topic_claims: str | None = None) -> None:
-        self.enricher = Enricher(event, max_text_chars=max_text_chars)
+                 topic_deadletter: str, topic_claims: str | None = None,
+                 pseudonymiser: Pseudonymiser | None = None) -> None:
+        """``pseudonymiser``: :func:`author_pseudonymiser` (None keeps raw authors)."""
+        self.enricher = Enricher(event, max_text_chars=max_text_chars,
+                                 pseudonymiser=pseudonymiser)
         self.topic_enriched = topic_enriched
         self.topic_deadletter = topic_deadletter
         self.topic_claims = topic_claims  # set when the rumour stage runs without sentiment
@@ -78,11 +105,16 @@ _CHILD: BatchProcessor | None = None
 
 
 def init_child(event_yaml: str | None, max_text_chars: int, topic_enriched: str,
-               topic_deadletter: str, topic_claims: str | None = None) -> None:
+               topic_deadletter: str, topic_claims: str | None = None,
+               pseudonym_key: bytes | None = None) -> None:
+    """``pseudonym_key``: the parent's :attr:`Pseudonymiser.key` (the same pseudonyms as
+    the parent even without a configured key); None: authors are not pseudonymised."""
     global _CHILD
     event = parse_event(event_yaml, "<event>") if event_yaml else None
     _CHILD = BatchProcessor(event, max_text_chars=max_text_chars, topic_enriched=topic_enriched,
-                            topic_deadletter=topic_deadletter, topic_claims=topic_claims)
+                            topic_deadletter=topic_deadletter, topic_claims=topic_claims,
+                            pseudonymiser=Pseudonymiser(pseudonym_key)
+                            if pseudonym_key is not None else None)
 
 
 def run_in_child(records: Sequence[RawRecord]) -> PreparedBatch:

@@ -728,6 +728,7 @@ def worker(
         sentiment_scorer_from,
         shift_config_from,
         store_from,
+        with_shared_pseudonym_key,
     )
 
     settings = _settings(web_port=web_port, web_host=web_host, app_id=app_id)
@@ -742,6 +743,11 @@ def worker(
         ensure_topics(settings)
     except Exception as exc:
         raise fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    try:
+        settings = with_shared_pseudonym_key(settings)
+    except Exception as exc:
+        raise fail(f"cannot reach Redis for the pseudonym key: {exc} (or set "
+                   "CROWDWATCH_PSEUDONYM_KEY)") from None
     try:
         scorer = sentiment_scorer_from(settings)
     except (OSError, ValueError, ImportError) as exc:

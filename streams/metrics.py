@@ -18,6 +18,7 @@ from models.enrich import PostSummary
 from models.mood import MoodRow
 from models.post import RejectReason
 from models.safety import CATEGORIES as SAFETY_CATEGORIES
+from streams.watchdog import PartitionStatus
 
 KNOWN_PLATFORMS = frozenset({"twitter", "x", "bluesky", "mastodon", "facebook", "instagram",
                              "tiktok", "telegram", "reddit", "youtube", "threads"})
@@ -81,6 +82,20 @@ class PipelineMetrics:
         self.last_batch = Gauge(
             "crowdwatch_last_batch_timestamp_seconds", "Unix time the last batch finished",
             registry=registry)
+        # stall watchdog (streams/watchdog.py): series of revoked partitions are removed
+        self.stalled = Gauge(
+            "crowdwatch_consumer_stalled",
+            "1 while the partition has lag and neither its committed nor its processed offset "
+            "moved for CROWDWATCH_STALL_AFTER_S, else 0", ["topic", "partition"],
+            registry=registry)
+        self.stalled_seconds = Gauge(
+            "crowdwatch_consumer_stalled_seconds",
+            "Seconds the partition has had lag without its offsets moving (0 while caught up "
+            "or moving)", ["topic", "partition"], registry=registry)
+        self.watchdog_restarts = Counter(
+            "crowdwatch_watchdog_restarts",
+            "Times the stall watchdog stopped this worker so its supervisor restarts it "
+            "(CROWDWATCH_STALL_RESTART_S; the process exits right after)", registry=registry)
         self.store_errors = Counter(
             "crowdwatch_store_errors", "Failed writes to the state store (Redis)",
             registry=registry)
@@ -92,6 +107,21 @@ class PipelineMetrics:
             self.by_area.labels(event, area)
         for topic in (*topics, NO_TOPIC):
             self.by_topic.labels(event, topic)
+
+    def observe_partitions(self, statuses: Sequence[PartitionStatus],
+                           revoked: Sequence[tuple[str, int]] = ()) -> None:
+        """Lag and stall series of the assigned partitions; revoked ones are removed (a
+        partition now read by another worker must not keep this worker's last values)."""
+        for s in statuses:
+            labels = (s.topic, str(s.partition))
+            if s.lag is not None:
+                self.lag.labels(*labels).set(s.lag)
+            self.stalled.labels(*labels).set(1 if s.stalled else 0)
+            self.stalled_seconds.labels(*labels).set(round(s.idle_s, 3))
+        for topic, partition in revoked:
+            for gauge in (self.lag, self.committed, self.stalled, self.stalled_seconds):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(topic, str(partition))
 
     def observe_batch(self, posts: Sequence[PostSummary], reasons: Sequence[str],
                       fresh: Sequence[bool]) -> None:

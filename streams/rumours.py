@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,19 +36,24 @@ from streams.state import StateStore
 log = logging.getLogger(__name__)
 
 
-def official_matcher(event: EventConfig | None) -> Any:
-    """post dict -> True when its author is one of the event's official accounts."""
-    accounts = {(a.platform, a.handle.lower().lstrip("@")) for a in
-                (event.official_accounts if event else [])}
+def official_matcher(event: EventConfig | None, pseudonymiser: Pseudonymiser | None = None
+                     ) -> Callable[[Mapping[str, Any]], bool]:
+    """post dict -> True when its author is one of the event's official accounts (by handle
+    or author id, in clear or pseudonymised with ``pseudonymiser``'s key)."""
+    return registry_matcher(OfficialRegistry.from_event(
+        event, pseudonym=pseudonymiser.author_value if pseudonymiser is not None else None))
 
+
+def registry_matcher(registry: OfficialRegistry) -> Callable[[Mapping[str, Any]], bool]:
     def is_official(post: Mapping[str, Any]) -> bool:
-        author = post.get("author")
-        if not accounts or not isinstance(author, Mapping):
-            return False
-        handle = str(author.get("handle") or "").lower().lstrip("@")
-        return (str(post.get("platform") or ""), handle) in accounts
+        return len(registry) > 0 and registry.author_of(post) is not None
 
     return is_official
+
+
+def either(*matchers: Callable[[Mapping[str, Any]], bool]
+           ) -> Callable[[Mapping[str, Any]], bool]:
+    return lambda post: any(m(post) for m in matchers)
 
 
 def tracker_from(settings: Settings, event: EventConfig | None) -> RumourTracker:
@@ -62,9 +67,11 @@ def tracker_from(settings: Settings, event: EventConfig | None) -> RumourTracker
     key = settings.pseudonym_key.get_secret_value()
     if not key:
         log.warning("CROWDWATCH_PSEUDONYM_KEY not set: author pseudonyms change on restart")
+    pseudonymiser = Pseudonymiser(key or None)  # the enrich stage's key (models.privacy)
     return RumourTracker(clusterer, scorer, stance=load_default_stance(),
                          claims=load_default_claim_classifier(),
-                         is_official=official_matcher(event), pseudonymise=Pseudonymiser(key))
+                         is_official=official_matcher(event, pseudonymiser),
+                         pseudonymise=pseudonymiser)
 
 
 def decode_posts(values: Sequence[bytes | None]) -> tuple[list[dict[str, Any]], int]:
@@ -110,6 +117,17 @@ class RumourStage:
         self.official_metrics = official_metrics
         self.topic_signals = topic_signals
         self.base_registry = base_registry or OfficialRegistry()
+        # posts arrive with pseudonymised authors (enrich stage, same key as the tracker's):
+        # the registries match official accounts by the pseudonyms of their handles and ids
+        self._is_official = tracker.is_official  # the tracker's own (event accounts)
+        p = tracker.pseudonymise
+        self.pseudonym = p.author_value if isinstance(p, Pseudonymiser) else None
+        if self.pseudonym is not None:
+            self.base_registry.pseudonym = self.pseudonym
+            if officials is not None:
+                for reg in {id(r): r for r in (officials.registry, officials.reach.registry,
+                                               officials.webcare.registry)}.values():
+                    reg.pseudonym = self.pseudonym
         self.links: set[tuple[str, str]] = set()
         self.event = event
         self.store = store
@@ -164,7 +182,8 @@ class RumourStage:
         if officials is None:  # pragma: no cover - callers check
             return False
         stored = await self.store.get_docs(self.event, OFFICIALS)
-        registry = OfficialRegistry.from_list([*self.base_registry.to_list(), *stored.values()])
+        registry = OfficialRegistry.from_list([*self.base_registry.to_list(), *stored.values()],
+                                              pseudonym=self.pseudonym)
         links = {(str(d["official_post"]), str(d["cluster"]))
                  for d in (await self.store.get_docs(self.event, LINKS)).values()
                  if isinstance(d, dict) and d.get("official_post") and d.get("cluster")}
@@ -173,6 +192,8 @@ class RumourStage:
             officials.registry = registry
             officials.reach.registry = registry
             officials.webcare.registry = registry
+            # accounts added at run time open their own clusters too (never part of a rumour)
+            self.tracker.is_official = either(self._is_official, registry_matcher(registry))
             for post, cluster in links - self.links:
                 officials.link(post, cluster, self.tracker, "manual")
             for post, cluster in self.links - links:
@@ -257,6 +278,29 @@ class RumourStage:
             m.webcare_oldest.labels(self.event).set(
                 max((float(i.get("age_s") or 0) for i in open_items), default=0.0))
         return out
+
+    # ---- recovery (streams.recovery): replay posts.claims into memory, publish once ----
+
+    def track(self, values: list[bytes | None]
+              ) -> tuple[TrackerBatch, OfficialBatch | None, dict[str, list[str]]]:
+        """Run records through the trackers only (the stage's thread): no outputs."""
+        return self._process_sync(values)
+
+    async def sync_officials(self) -> bool:
+        """Pick up official accounts and rebuttal links managed with the CLI now."""
+        return await self._sync_officials()
+
+    async def publish_recovered(self, batch: TrackerBatch, ob: OfficialBatch | None,
+                                engaged: dict[str, list[str]]) -> None:
+        """Write the snapshots and reach documents a recovery rebuilt. No cluster events,
+        race signals, annotations or post counters: the process that handled those posts
+        first sent them. Flagged clusters are re-announced to Alertmanager, which dedupes
+        them (same labels), so a restart does not let their alerts resolve."""
+        annotations, self.annotations = self.annotations, None
+        try:
+            await self._publish(batch, ob, engaged, count_posts=False)
+        finally:
+            self.annotations = annotations
 
     def _set_gauges(self) -> None:
         tracker = self.tracker

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from models.event import EventConfig, load_event
 from models.mood import ShiftConfig
 from models.sentiment import CachedScorer, SentimentScorer, TransformerSentimentScorer
@@ -29,6 +31,37 @@ def store_from(settings: Settings) -> StateStore:
     return MemoryStore()
 
 
+def with_shared_pseudonym_key(settings: Settings) -> Settings:
+    """``settings`` with a pseudonym key every worker of the deployment shares.
+
+    Author pseudonyms must be the same in every worker and across restarts: the rumour
+    stage recognises official accounts and counts distinct accounts by pseudonym, in posts
+    that any worker (or an earlier run of this one) wrote. ``CROWDWATCH_PSEUDONYM_KEY`` is
+    the right way; without it, a random key is created once in Redis
+    (``{CROWDWATCH_REDIS_PREFIX}:pseudonym_key``, ``SET NX``) and read by every worker.
+    Without Redis, or when pseudonymisation is off, nothing changes (one process: its own
+    random key is consistent)."""
+    if (settings.pseudonym_key.get_secret_value() or not settings.pseudonymise_authors
+            or not settings.redis_configured):
+        return settings
+    import secrets
+
+    import redis
+
+    name = f"{settings.redis_prefix}:pseudonym_key"
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    try:
+        client.set(name, secrets.token_hex(32), nx=True)
+        key = client.get(name)
+    finally:
+        client.close()
+    if not key:  # pragma: no cover - set NX then get cannot both miss
+        return settings
+    log.warning("CROWDWATCH_PSEUDONYM_KEY not set: using the deployment's generated key in "
+                "Redis (%s); set the key to keep pseudonyms stable if Redis is lost", name)
+    return settings.model_copy(update={"pseudonym_key": SecretStr(str(key))})
+
+
 def sentiment_scorer_from(settings: Settings) -> SentimentScorer | None:
     """The configured scorer (cached), or None when ``CROWDWATCH_SENTIMENT_MODEL=off``."""
     choice = settings.sentiment_model.strip()
@@ -42,7 +75,8 @@ def sentiment_scorer_from(settings: Settings) -> SentimentScorer | None:
         path = Path(choice).expanduser()
     scorer = TransformerSentimentScorer(
         path, batch_size=settings.sentiment_batch_size, max_length=settings.sentiment_max_length,
-        threads=settings.sentiment_threads, quantize=settings.sentiment_quantize)
+        threads=settings.sentiment_threads, quantize=settings.sentiment_quantize,
+        backend=settings.sentiment_backend)
     if settings.sentiment_cache_size:
         return CachedScorer(scorer, maxsize=settings.sentiment_cache_size)
     return scorer

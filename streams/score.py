@@ -3,6 +3,12 @@
 Runs the same :class:`models.enrich.Enricher` as the Faust agent, in the same
 order, over batches of lines. One output line per accepted post, one reject line
 per rejected input line; ``out + rejects == lines in``.
+
+Authors are pseudonymised like the worker's enrich stage (``CROWDWATCH_PSEUDONYMISE_AUTHORS``,
+key ``CROWDWATCH_PSEUDONYM_KEY``): the output lines carry ``p:<hmac>`` author ids and
+handles; the summary names official accounts by their handles (from the event file).
+Reject lines keep the original input line, with ``author.id``/``handle`` pseudonymised
+when it parses as a JSON object (``Enricher.scrub``).
 """
 
 from __future__ import annotations
@@ -11,14 +17,18 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, BinaryIO
 
 from models.enrich import BatchResult, Enricher, RawRecord, Tally
 from models.jsonio import dumps
 from models.official_tracker import OfficialTracker
+from models.privacy import Pseudonymiser
 from models.rumour_tracker import RumourTracker
 from models.sentiment import SentimentScorer
+from streams.batch import author_pseudonymiser
 from streams.jsonl import InputError, iter_lines
+from streams.settings import load_settings
 
 BATCH = 1000
 
@@ -50,9 +60,28 @@ def score_stream(
     scorer: SentimentScorer | None = None,
     tracker: RumourTracker | None = None,
     officials: OfficialTracker | None = None,
+    pseudonymiser: Pseudonymiser | EllipsisType | None = ...,
 ) -> ScoreResult:
     """``tracker``: also cluster the posts and add ``stance``, ``cluster`` and
-    ``rumour_score`` (the score of the post's cluster when the post was processed)."""
+    ``rumour_score`` (the score of the post's cluster when the post was processed).
+
+    ``pseudonymiser``: pseudonymise authors with it (None: keep them raw); by default the
+    enricher's own, else the one the settings configure (on unless
+    ``CROWDWATCH_PSEUDONYMISE_AUTHORS=false``). The enricher and the official registry
+    are set up to use it (officials are matched by the pseudonyms of their handles).
+    """
+    if pseudonymiser is ...:
+        pseudonymiser = enricher.pseudonymiser
+        if pseudonymiser is None:
+            pseudonymiser = author_pseudonymiser(load_settings())
+    enricher.pseudonymiser = pseudonymiser
+    if officials is not None and pseudonymiser is not None:
+        registries = (officials.registry, officials.reach.registry, officials.webcare.registry)
+        for reg in {id(r): r for r in registries}.values():
+            reg.pseudonym = pseudonymiser.author_value
+    if tracker is not None and officials is not None:  # whatever key the tracker was built with
+        registry, own = officials.registry, tracker.is_official
+        tracker.is_official = lambda post: own(post) or registry.author_of(post) is not None
     tally = Tally()
     by_sentiment: Counter[str] = Counter()
     by_stance: Counter[str] = Counter()

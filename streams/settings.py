@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,7 +73,10 @@ class Settings(BaseSettings):
     sentiment_batch_size: int = Field(default=64, ge=1)
     sentiment_max_length: int | None = Field(
         default=None, ge=8, description="Tokens per post; none = the model's advice, else 128")
-    sentiment_threads: int = Field(default=2, ge=1, description="torch CPU threads")
+    sentiment_threads: int = Field(default=2, ge=1, description="CPU threads (torch, ONNX Runtime)")
+    sentiment_backend: Literal["auto", "torch", "onnx"] = Field(
+        default="auto", description="'auto': ONNX Runtime on CPU when installed (the model is "
+        "exported once into the cache), else torch; 'torch' or 'onnx' to force one")
     sentiment_quantize: bool | None = Field(
         default=None, description="int8 dynamic quantisation; none = the model's advice "
         "(on for the default model)")
@@ -96,6 +99,10 @@ class Settings(BaseSettings):
         "crowdwatch rebut)"))
     pseudonym_key: SecretStr = Field(default=SecretStr(""), description=(
         "HMAC key for pseudonymising author ids; empty: a random key per process"))
+    pseudonymise_authors: bool = Field(default=True, description=(
+        "Replace author ids and handles with keyed pseudonyms (p:<hmac>) in the enrich "
+        "stage, before posts.enriched (docs/data-protection.md). False only with a legal "
+        "basis to see handles"))
     mood_window_minutes: int = Field(default=5, ge=1)
     mood_baseline_minutes: int = Field(default=60, ge=2)
     mood_sigma: float = Field(default=3.0, gt=0)
@@ -120,6 +127,13 @@ class Settings(BaseSettings):
         "(fastest on 2 cores, where the event loop and Kafka already use both)")
     batch_within: float = Field(default=0.2, gt=0, description="Max seconds to wait for a batch")
     data_dir: Path = Field(default=DEFAULT_HOME / "worker", description="Faust table data dir")
+    stall_after_s: float = Field(default=60.0, gt=0, description=(
+        "A partition with lag whose committed and processed offsets have not moved for this "
+        "long is stalled: crowdwatch_consumer_stalled=1, /health 503, alert WorkerStalled"))
+    stall_restart_s: float = Field(default=120.0, ge=0, description=(
+        "Stop the worker (exit code 1) when a stalled partition has gone this long without "
+        "progress (at least stall_after_s), so its supervisor restarts it and the group "
+        "rebalances; 0 = never. Not while the state store is unreachable"))
 
     # --- ingest rules ---
     max_text_chars: int = Field(default=10_000, ge=1, description="Longer texts are dead-lettered")

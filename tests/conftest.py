@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,16 @@ def shared_data() -> Path:
 def detector() -> HybridDetector:
     """One language detector for the whole run: building lingua's models takes ~1 s."""
     return HybridDetector()
+
+
+_SESSION_START = time.time()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Render docs/reliability.md's generated part when this run recorded figures."""
+    from tests.reliability_report import render, results_dir
+
+    folder = results_dir()
+    if folder.is_dir() and any(p.stat().st_mtime >= _SESSION_START
+                               for p in folder.glob("*.jsonl")):
+        render()

@@ -642,6 +642,9 @@ def test_fuzz_bulk(detector: HybridDetector) -> None:
         "sane_races": len(pipeline.sane_official.races),
     }
     sys.stdout.write("\nFUZZ " + json.dumps(report, indent=1) + "\n")
+    from tests.reliability_report import record
+
+    record("fuzz", report)
 
 
 @pytest.mark.slow

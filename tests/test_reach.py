@@ -291,12 +291,16 @@ def test_engagements_before_the_official_post(event: EventConfig) -> None:
 
 
 def test_pending_is_bounded(event: EventConfig) -> None:
+    now = [0.0]
     tracker = ReachTracker(OfficialRegistry.from_event(event), pending_horizon_s=60,
-                           max_pending=50)
+                           pending_wall_s=30, max_pending=50, clock=lambda: now[0])
     tracker.feed([_eng(f"r{i}", "repost", f"p{i}", i, "u") for i in range(200)])
     assert tracker.pending <= 50
-    tracker.feed([_eng("x", "reply", "nothing", 3000, "u")])  # watermark moves on
-    assert tracker.pending == 1
+    tracker.feed([_eng("x", "reply", "nothing", 3000, "u")])  # watermark moves on ...
+    assert tracker.pending == 50  # ... but they arrived less than 30 s ago (cap: 50)
+    now[0] = 31.0
+    tracker.feed([_eng("y", "reply", "nothing", 3001, "u")])
+    assert tracker.pending == 2  # x and y: recent in processing time
     assert tracker.dropped_pending == 200
     # the dedupe window per post is bounded too
     small = ReachTracker(OfficialRegistry.from_event(event), max_ids_per_post=3)
@@ -376,3 +380,14 @@ def test_property_local_permutations_keep_counts(event: EventConfig, events: lis
     for post in shuffled:
         got.feed([post])
     assert got.summary() == ref.summary()
+
+
+def test_a_backlog_read_out_of_order_still_counts_exactly(event: EventConfig) -> None:
+    """After a crash the partitions' backlogs are read side by side: engagements can arrive
+    many minutes of event time before their official post. They wait (processing-time
+    grace) and are counted when it arrives."""
+    tracker = ReachTracker(OfficialRegistry.from_event(event), pending_horizon_s=300)
+    ahead = [_eng(f"r{i}", "repost", "o1", 3600 + i, f"u{i}") for i in range(20)]
+    tracker.feed(ahead)  # an hour of event time ahead of the official post
+    assert tracker.feed([_official_post(sec=8)]) == ["o1"]
+    assert tracker.summary()[0]["reposts"] == 20

@@ -239,3 +239,28 @@ def test_handwritten_dutch_fixture_is_well_formed() -> None:
     assert {r["sentiment"] for r in rows} == {"negative", "neutral", "positive"}
     assert all(r["lang"] == "nl" and "hand-written" in r["source"] for r in rows)
     assert len({r["text"] for r in rows}) == len(rows)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None
+                    or importlib.util.find_spec("onnx") is None,
+                    reason="onnxruntime / onnx are not installed")
+def test_default_model_through_onnx_runtime(default_model: tuple[object, object],
+                                            tmp_path: Path) -> None:
+    """The served path: the assembled default exported to ONNX (fused, int8) labels the
+    obvious sentences correctly and mostly agrees with torch's int8 model."""
+    from models.sentiment import TransformerSentimentScorer
+    from models.sentiment_default import build_default_model_dir
+
+    cache = os.environ.get("CROWDWATCH_TEST_MODEL_CACHE") or tmp_path / "models"
+    path = build_default_model_dir(cache)
+    onnx = TransformerSentimentScorer(path, backend="onnx", cache_dir=tmp_path / "onnx",
+                                      threads=2)
+    assert onnx.backend == "onnx" and onnx.quantized
+    texts = [t for t, _ in OBVIOUS]
+    assert [s.label for s in onnx.score(texts)] == [lab for _, lab in OBVIOUS]
+    fixture = [json.loads(line)["text"] for line in
+               FIXTURE.read_text(encoding="utf-8").splitlines()][:80]
+    torch_int8 = TransformerSentimentScorer(path, backend="torch", threads=2)
+    same = sum(a.label == b.label for a, b in zip(onnx.score(fixture), torch_int8.score(fixture),
+                                                   strict=True))
+    assert same >= 0.85 * len(fixture)

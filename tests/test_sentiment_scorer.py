@@ -1,7 +1,10 @@
-"""The batched transformers scorer through the real from_pretrained path, on a tiny model."""
+"""The batched transformers scorer through the real from_pretrained path, on a tiny model;
+the torch backend and the ONNX Runtime export of the same checkpoint."""
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,21 @@ from models.sentiment import (
     map_labels,
 )
 from tests.tiny_model import build_tiny_model
+
+HAVE_ORT = (importlib.util.find_spec("onnxruntime") is not None
+            and importlib.util.find_spec("onnx") is not None)
+needs_ort = pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime / onnx are not installed")
+TEXTS = ["geweldig feest op de dam !", "vreselijk", "de tram rijdt niet", "love",
+         "hate hate hate the weer", "", "mooi weer , leuk feest maar de tram is slecht ."]
+
+
+@pytest.fixture(autouse=True)
+def _onnx_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX exports of the test models go to a temporary cache, not ~/.cache/crowdwatch."""
+    import models.sentiment_base
+
+    monkeypatch.setattr(models.sentiment_base, "DEFAULT_CACHE",
+                        tmp_path_factory.getbasetemp() / "cache")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +91,7 @@ class _Counting:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def score(self, texts: list[str]) -> list[Sentiment]:  # type: ignore[override]
+    def score(self, texts: Sequence[str]) -> list[Sentiment]:
         self.seen.extend(texts)
         return [Sentiment("neutral", 0.0) for _ in texts]
 
@@ -92,3 +110,66 @@ def test_cache_is_bounded() -> None:
     cached = CachedScorer(_Counting(), maxsize=3)
     cached.score([f"post {i}" for i in range(10)])
     assert cached.stats()["size"] == 3
+
+
+def test_backend_is_validated(tiny: Path) -> None:
+    with pytest.raises(ValueError, match="backend"):
+        TransformerSentimentScorer(tiny, backend="tensorrt")
+    assert TransformerSentimentScorer(tiny, backend="torch").backend == "torch"
+
+
+@needs_ort
+@pytest.mark.parametrize("quantize", [False, True])
+def test_onnx_backend_agrees_with_torch(tiny: Path, tmp_path: Path, quantize: bool) -> None:
+    torch_scorer = TransformerSentimentScorer(tiny, backend="torch", quantize=quantize,
+                                              batch_size=3)
+    onnx_scorer = TransformerSentimentScorer(tiny, backend="onnx", quantize=quantize,
+                                             batch_size=3, cache_dir=tmp_path)
+    assert onnx_scorer.backend == "onnx" and onnx_scorer.model is None
+    assert onnx_scorer.onnx is not None
+    assert onnx_scorer.onnx.path.parent.name.endswith("int8" if quantize else "fp32")
+    want, got = torch_scorer.score(TEXTS), onnx_scorer.score(TEXTS)
+    assert [s.label for s in got] == [s.label for s in want]
+    tolerance = 0.05 if quantize else 1e-3
+    assert all(abs(a.score - b.score) < tolerance for a, b in zip(got, want, strict=True))
+    # batches of one (no padding) give the same answers as padded batches
+    single = [onnx_scorer.score([t])[0] for t in TEXTS]
+    assert all(abs(a.score - b.score) < 1e-3 for a, b in zip(single, got, strict=True))
+    assert onnx_scorer.score([]) == []
+
+
+@needs_ort
+def test_onnx_export_is_cached(tiny: Path, tmp_path: Path) -> None:
+    first = TransformerSentimentScorer(tiny, backend="onnx", cache_dir=tmp_path).onnx
+    assert first is not None
+    stamp = first.path.stat().st_mtime_ns
+    second = TransformerSentimentScorer(tiny, backend="onnx", cache_dir=tmp_path).onnx
+    assert second is not None and second.path == first.path
+    assert second.path.stat().st_mtime_ns == stamp
+    assert (first.path.parent / ".complete").exists()
+
+
+def test_auto_falls_back_to_torch_when_export_fails(tiny: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.sentiment
+
+    def broken(*args: object, **kwargs: object) -> Path:
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(models.sentiment, "ensure_onnx_classifier", broken)
+    monkeypatch.setattr(models.sentiment, "onnx_export_available", lambda: True)
+    monkeypatch.setattr(models.sentiment, "onnx_runtime_available", lambda: True)
+    scorer = TransformerSentimentScorer(tiny)
+    assert scorer.backend == "torch" and scorer.score(["geweldig"])[0].label == "positive"
+    with pytest.raises(RuntimeError, match="exploded"):
+        TransformerSentimentScorer(tiny, backend="onnx")
+
+
+def test_auto_uses_torch_without_onnxruntime(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.sentiment
+
+    monkeypatch.setattr(models.sentiment, "onnx_export_available", lambda: False)
+    monkeypatch.setattr(models.sentiment, "onnx_runtime_available", lambda: False)
+    assert TransformerSentimentScorer(tiny).backend == "torch"
+    with pytest.raises(RuntimeError, match="onnxruntime"):
+        TransformerSentimentScorer(tiny, backend="onnx")

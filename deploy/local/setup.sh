@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything crowdwatch needs on a fresh Debian/Ubuntu machine, idempotent:
 #   - apt: redis-server, prometheus, prometheus-alertmanager (when root and missing)
-#   - a virtualenv in .venv with crowdwatch and its dev tools (pip install -e ".[dev]")
+#   - a virtualenv in .venv with crowdwatch and its dev tools, at the exact versions (and
+#     sha256 hashes) of requirements.lock (Linux x86_64 + CPython 3.11; regenerate it with
+#     deploy/local/lock.sh); elsewhere the newest versions pyproject.toml allows, with a warning
 # Kafka's jars are fetched from Maven Central by `crowdwatch stack up` (cached).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,5 +31,13 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]"
+target=$(.venv/bin/python -c 'import platform, sys; print(platform.system(), platform.machine(), "%d.%d" % sys.version_info[:2])')
+if [[ $target == "Linux x86_64 3.11" ]]; then
+  .venv/bin/python -m pip install -q --require-hashes -r requirements.lock
+  .venv/bin/python -m pip install -q --no-deps -e .
+else
+  echo "warning: requirements.lock is for Linux x86_64 / Python 3.11, not $target:" \
+       "installing the newest versions pyproject.toml allows (untested combination)" >&2
+  .venv/bin/python -m pip install -q -e ".[dev]"
+fi
 echo "ready: .venv/bin/crowdwatch"

@@ -380,7 +380,32 @@ def evaluate_shipped(args: argparse.Namespace) -> dict[str, Any]:
         report[f"posts_per_s_{name}"] = round(throughput(m, tokenizer, texts, max_length))
         print(f"{name}: {report[f'posts_per_s_{name}']} posts/s on {len(texts)} posts, "  # noqa: T201
               f"batch 64, max_length {max_length}, {torch.get_num_threads()} threads", flush=True)
+    report.update(_evaluate_onnx(path, dev, texts, args))
     return report
+
+
+def _evaluate_onnx(path: Path, dev: dict[str, list[Example]], texts: list[str],
+                   args: argparse.Namespace) -> dict[str, Any]:
+    """The served ONNX Runtime int8 path (models.sentiment, backend onnx), when installed."""
+    from models.hf import onnx_export_available
+    from models.sentiment import TransformerSentimentScorer
+
+    if not onnx_export_available():
+        print("onnxruntime / onnx not installed: no ONNX figures")  # noqa: T201
+        return {}
+    scorer = TransformerSentimentScorer(path, backend="onnx", threads=args.threads)
+    metrics = {lang: macro_scores([e.label for e in exs],
+                                  scorer.logits([e.text for e in exs]).argmax(1).tolist())
+               for lang, exs in dev.items() if exs}
+    _print_metrics("assembled onnx-int8 (served)", metrics)
+    scorer.score(texts[:64])
+    best = 0.0
+    for _ in range(2):
+        t0 = time.perf_counter()
+        scorer.score(texts)
+        best = max(best, len(texts) / (time.perf_counter() - t0))
+    print(f"onnx-int8: {best:.0f} posts/s on {len(texts)} posts (TransformerSentimentScorer)")  # noqa: T201
+    return {"onnx-int8": metrics, "posts_per_s_onnx-int8": round(best)}
 
 
 def main(argv: list[str] | None = None) -> int:
