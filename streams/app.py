@@ -12,7 +12,6 @@ import hmac
 import ipaddress
 import logging
 import multiprocessing
-import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -76,8 +75,7 @@ def broker_urls(bootstrap: str) -> list[str]:
 
 def _credentials(settings: Settings) -> Any:
     """Faust credentials for SASL (PLAIN/SCRAM, over TLS with SASL_SSL) or TLS alone."""
-    tls = ssl.create_default_context() if settings.kafka_security_protocol.endswith(
-        "SSL") else None
+    tls = settings.kafka_ssl_context()
     if settings.kafka_sasl_mechanism:
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,

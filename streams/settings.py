@@ -8,6 +8,7 @@ environment variables, the stack file written by ``crowdwatch stack up``
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,14 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str = Field(default="", description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
     kafka_sasl_username: str = ""
     kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: Path | None = Field(default=None, description=(
+        "PEM file of the CA(s) that signed the brokers' certificates (SSL / SASL_SSL); none: "
+        "the system's CAs"))
+    kafka_ssl_certfile: Path | None = Field(default=None, description=(
+        "PEM client certificate for mutual TLS (with kafka_ssl_keyfile)"))
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM client private key")
+    kafka_ssl_key_password: SecretStr = Field(default=SecretStr(""), description=(
+        "Password of the client private key, if it is encrypted"))
     redis_url: SecretStr = Field(
         default=SecretStr(""), description="redis://[user:pass@]host:port/db. Empty: memory store."
     )
@@ -158,7 +167,32 @@ class Settings(BaseSettings):
             kw["sasl_mechanism"] = self.kafka_sasl_mechanism
             kw["sasl_plain_username"] = self.kafka_sasl_username
             kw["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_uses_tls:  # kafka-python's names; aiokafka/Faust use kafka_ssl_context()
+            for name in ("cafile", "certfile", "keyfile"):
+                value = getattr(self, f"kafka_ssl_{name}")
+                if value is not None:
+                    kw[f"ssl_{name}"] = str(value)
+            if self.kafka_ssl_key_password.get_secret_value():
+                kw["ssl_password"] = self.kafka_ssl_key_password.get_secret_value()
         return kw
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_security_protocol.upper().endswith("SSL")
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for aiokafka and Faust (SSL / SASL_SSL), None without TLS:
+        certificate and host-name checks on, the configured CA and client certificate."""
+        if not self.kafka_uses_tls:
+            return None
+        ctx = ssl.create_default_context(
+            cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None)
+        if self.kafka_ssl_certfile is not None:
+            ctx.load_cert_chain(
+                str(self.kafka_ssl_certfile),
+                str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+                password=self.kafka_ssl_key_password.get_secret_value() or None)
+        return ctx
 
 
 def load_settings(**overrides: Any) -> Settings:

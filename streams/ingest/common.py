@@ -376,10 +376,10 @@ class KafkaSink:
         from aiokafka import AIOKafkaProducer
 
         kwargs = self.settings.kafka_client_kwargs()
-        if "SSL" in kwargs.get("security_protocol", ""):
-            from aiokafka.helpers import create_ssl_context
-
-            kwargs["ssl_context"] = create_ssl_context()
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
+            kwargs.pop(name, None)  # kafka-python's names: aiokafka takes one context
+        if self.settings.kafka_uses_tls:
+            kwargs["ssl_context"] = self.settings.kafka_ssl_context()
         self._producer = AIOKafkaProducer(
             client_id=self.client_id, acks="all", linger_ms=self.linger_ms,
             max_batch_size=self.max_batch_bytes, max_request_size=8 * 1024 * 1024,
