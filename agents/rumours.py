@@ -40,8 +40,7 @@ def register(pipeline: Pipeline) -> None:
             for e in events:
                 firsts.setdefault(e.message.partition, e.message.offset)
             for partition, offset in sorted(firsts.items()):
-                if recovery.needed(partition, offset):
-                    await recovery.recover(partition, offset)
+                await recovery.prepare(partition, offset)
             outputs = await stage.process([e.message.value for e in events])
             await pipeline.emit(outputs)
             for e in events:

@@ -110,6 +110,7 @@ class RumourTracker:
         self._annotations: dict[str, PostAnnotation] = {}
         self._arrivals: OrderedDict[str, float] = OrderedDict()  # post id -> event time
         self._texts: dict[str, dict[str, str]] = {}  # cluster -> sample id -> text
+        self._prior_flags: dict[str, float] = {}  # cluster id -> flagged at (restore_flags)
 
     # ------------------------------------------------------------------ features
 
@@ -136,6 +137,10 @@ class RumourTracker:
             out.events.append(ClusterEvent("state_changed", c.id, ts, c.size, c.score, state,
                                            c.state))
             c.state = state
+        if c.flagged_at is None and not c.official_root and self._prior_flags:
+            prior = self._prior_flags.pop(c.id, None)
+            if prior is not None:  # raised by an earlier process: stays raised, not re-sent
+                c.flagged_at = prior
         if c.flagged_at is None and not c.official_root and self.scorer.flagged(f) \
                 and state != "resolved":
             c.flagged_at = ts
@@ -311,6 +316,24 @@ class RumourTracker:
             "sample_post_ids": list(c.samples),
             "sample_posts": [{"id": pid, "text": texts.get(pid, "")} for pid in c.samples],
         }
+
+    def restore_flags(self, flagged_at: Mapping[str, float]) -> list[Cluster]:
+        """Flags an earlier process raised (and announced), by cluster id and event time.
+
+        A flag depends on where batches and ticks fell, so a process that rebuilds the
+        clusters from the claims topic can miss one; these stay raised. Clusters already
+        known are flagged now (returned, to be published); the others as soon as they form
+        again (cluster ids are stable). Official clusters are never flagged.
+        """
+        out = []
+        for cid, ts in flagged_at.items():
+            c = self.clusterer.clusters.get(cid)
+            if c is None:
+                self._prior_flags[cid] = ts
+            elif c.flagged_at is None and not c.official_root:
+                c.flagged_at = ts
+                out.append(c)
+        return out
 
     def clusters(self, *, min_size: int = 1) -> list[Cluster]:
         """Active clusters, highest rumour score first (ties: larger, then id)."""

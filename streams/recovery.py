@@ -10,8 +10,10 @@ So before the first batch of a partition (or after a gap in its offsets: another
 processed in between) the agent replays that partition's records from
 ``now - recovery_window`` up to the offset of the batch, through the same tracker code and
 without any outputs: no cluster events, no signals, no alert or annotation pushes, no post
-counters (those were all produced by the worker that processed the posts first). Then it
-writes one set of snapshots and reach documents. The tracker is idempotent by post id, so
+counters (those were all produced by the worker that processed the posts first). Flags the
+earlier process raised (its snapshots in Redis) are restored: whether a cluster crosses the
+threshold depends on where batches and ticks fell, and an announced flag must not vanish.
+Then it writes one set of snapshots and reach documents. The tracker is idempotent by post id, so
 records the live agent later re-delivers change nothing.
 
 Cost: the replay runs the clustering models over the window (the embedder dominates; about
@@ -32,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from models.official_tracker import OfficialBatch
 from models.rumour_tracker import TrackerBatch
+from models.times import parse_time
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK = 2_000
+MAX_PRIOR_CLUSTERS = 100_000
 
 
 @dataclass
@@ -100,7 +104,25 @@ class ClaimsRecovery:
         self.window_s = window_s if window_s is not None else float(
             max(settings.rumour_state_ttl_s, settings.cluster_ttl_s))
         self.next_offset: dict[int, int] = {}  # partition -> next offset this process expects
+        self.primed = False
         self.results: list[RecoveryResult] = []
+
+    async def prepare(self, partition: int, offset: int) -> RecoveryResult | None:
+        """Before a batch of ``partition`` starting at ``offset``: once per process, take
+        over the flags earlier processes raised (their snapshots in the store); then rebuild
+        when :meth:`needed`."""
+        if not self.primed:
+            self.primed = True
+            prior = await self.stage.store.top_clusters(self.stage.event, MAX_PRIOR_CLUSTERS)
+            flagged_at = {str(c["id"]): t for c in prior if c.get("flagged")
+                          and (t := parse_time(c.get("flagged_at"))) is not None}
+            if flagged_at:
+                await asyncio.get_running_loop().run_in_executor(
+                    self.stage.executor, self.stage.tracker.restore_flags, flagged_at)
+                log.info("rumour stage: %d flags raised earlier stay raised", len(flagged_at))
+        if self.needed(partition, offset):
+            return await self.recover(partition, offset)
+        return None
 
     def needed(self, partition: int, offset: int) -> bool:
         """True when records before ``offset`` were processed by another process (a start, a

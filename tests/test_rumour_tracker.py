@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from models.clusters import ClusterSettings, OnlineClusterer
+from models.clusters import ClusterSettings, OnlineClusterer, cluster_id_for
 from models.embed import HashingEmbedder
 from models.generate import generate
 from models.privacy import Pseudonymiser
@@ -250,3 +250,24 @@ def test_a_post_dated_far_ahead_does_not_expire_every_cluster() -> None:
     cid = tracker.annotation("a").cluster  # type: ignore[union-attr]
     assert tracker.annotation("b").cluster == cid  # type: ignore[union-attr]
     assert tracker.annotation("z").cluster == cid  # type: ignore[union-attr]
+
+
+def test_flags_an_earlier_process_raised_are_restored() -> None:
+    tracker = RumourTracker(OnlineClusterer(ClusterSettings(), HashingEmbedder()),
+                            RumourScorer(RumourSettings(flag_threshold=1.01)),
+                            stance=KeywordStance(), clock=lambda: 1.8e9)
+    tracker.process([_post("a", "Gezellig op de Dam vandaag", 1),
+                     _post("b", "reply", 2, reply_to="a")])
+    cid = tracker.annotation("a").cluster  # type: ignore[union-attr]
+    assert tracker.clusterer.clusters[cid].flagged_at is None
+    later = _post("c", "Nog een bericht over iets anders, helemaal nieuw", 3)
+    restored = tracker.restore_flags({cid: 1.8e9, "not-yet": 1.7e9})
+    assert [c.id for c in restored] == [cid]
+    assert tracker.snapshot(tracker.clusterer.clusters[cid])["flagged"]
+    assert tracker.restore_flags({cid: 1.0}) == []  # already flagged: kept as it was
+    assert tracker.clusterer.clusters[cid].flagged_at == 1.8e9
+    # a cluster flagged earlier that forms again later is flagged as soon as it does
+    tracker.restore_flags({cluster_id_for("c"): 1.7e9})
+    tracker.process([later])
+    formed = tracker.clusterer.clusters[tracker.annotation("c").cluster]  # type: ignore[union-attr]
+    assert formed.flagged_at == 1.7e9

@@ -16,6 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,13 +93,13 @@ def _replay(worker: Worker, path: Path) -> Replay:
     return Replay(worker, path)
 
 
-def _redis(worker: Worker, call: str) -> Any:
+def _redis(worker: Worker, call: str, *args: Any) -> Any:
     s = worker.settings
 
     async def read() -> Any:
         store = RedisStore(s.redis_url.get_secret_value(), prefix=s.redis_prefix)
         try:
-            return await getattr(store, call)(EVENT)
+            return await getattr(store, call)(worker.extra.get("event", EVENT), *args)
         finally:
             await store.close()
 
@@ -154,7 +157,13 @@ def test_a_worker_killed_mid_replay_and_restarted_loses_and_double_counts_nothin
     worker_factory: Any, tmp_path: Path,
 ) -> None:
     exp = _traffic(tmp_path, 6000, seed=31)
-    w: Worker = worker_factory(event=PACKAGED_EVENT)
+    event_name = f"faults-{uuid.uuid4().hex[:8]}"  # Alertmanager holds only this run's alerts
+    event_file = tmp_path / "event.yaml"
+    event_file.write_text(PACKAGED_EVENT.read_text(encoding="utf-8").replace(
+        "name: koningsdag-amsterdam", f"name: {event_name}", 1), encoding="utf-8")
+    w: Worker = worker_factory(event=event_file)
+    w.extra["event"] = event_name
+    w.env.update({"CROWDWATCH_ALERTS_TICK_S": "0.25", "CROWDWATCH_ALERTS_UPDATE_S": "2"})
     w.start()
     w.wait_ready()
     replay = _replay(w, exp.path)
@@ -165,10 +174,36 @@ def test_a_worker_killed_mid_replay_and_restarted_loses_and_double_counts_nothin
     w.wait_ready(timeout=120)
     replay.finish()
     reach_ok = _reach_matches(w, exp)
+    alerts = _alerts_match_clusters(w)
     _account(w, exp, "worker SIGKILL mid-replay, restarted",
              started, {"consumed_before_kill": int(before), "official_reach_exact": reach_ok,
-                       "rumour_stage_rebuilds": w.metric("crowdwatch_rumour_recoveries_total")})
+                       "rumour_stage_rebuilds": w.metric("crowdwatch_rumour_recoveries_total"),
+                       "rumour_alerts_in_alertmanager": len(alerts[0]),
+                       "alerts_without_a_flagged_cluster": len(alerts[0] - alerts[1])})
     assert reach_ok, "reach of official posts differs from the truth after the restart"
+    assert alerts[0] == alerts[1], "Alertmanager's rumour alerts differ from the flagged clusters"
+
+
+def _alerts_match_clusters(w: Worker) -> tuple[set[str], set[str]]:
+    """(clusters with an active RumourClusterFlagged alert in Alertmanager, flagged and not
+    resolved clusters in Redis), once they agree or after a minute: a restarted worker that
+    re-pushed its alerts under new cluster ids would leave extra alerts behind."""
+    am = w.settings.alertmanager_url.rstrip("/")
+    event = w.extra["event"]
+
+    def both() -> tuple[set[str], set[str]]:
+        query = urllib.parse.urlencode([("filter", f'event="{event}"'),
+                                        ("filter", 'alertname="RumourClusterFlagged"')])
+        with urllib.request.urlopen(f"{am}/api/v2/alerts?{query}", timeout=5) as r:  # noqa: S310
+            active = {a["labels"]["cluster"] for a in json.load(r)}
+        snaps = _redis(w, "top_clusters", 100_000) or []
+        flagged = {c["id"] for c in snaps if c.get("flagged") and c.get("state") != "resolved"}
+        return active, flagged
+
+    result: tuple[set[str], set[str]] = wait_for(
+        lambda: (pair := both()) and pair[0] == pair[1] and pair[0] and pair, timeout=60) \
+        or both()
+    return result
 
 
 def _reach_matches(w: Worker, exp: Expected) -> bool:
@@ -191,7 +226,7 @@ def _redis_docs(worker: Worker, kind: str) -> dict[str, Any] | None:
     async def read() -> dict[str, Any]:
         store = RedisStore(s.redis_url.get_secret_value(), prefix=s.redis_prefix)
         try:
-            return await store.get_docs(EVENT, kind)
+            return await store.get_docs(worker.extra.get("event", EVENT), kind)
         finally:
             await store.close()
 
