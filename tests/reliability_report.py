@@ -94,7 +94,7 @@ def _fuzz(rows: list[dict[str, Any]]) -> list[str]:
 def _soak(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["No soak result yet: `python benchmarks/bench_soak.py` (needs the local "
-                "stack; about 20-40 minutes for 1M posts)."]
+                "stack; about 40 minutes for 1M posts on 2 cores)."]
     r = rows[-1]
     rate = r.get("rate_offered")
     offered = f" at an offered {rate:,.0f} posts/s" if rate else ""
@@ -123,7 +123,8 @@ def _soak(rows: list[dict[str, Any]]) -> list[str]:
             f"- lost: **{r['lost']}**, counted twice: {r.get('double_counted', 0)};",
             f"- worker memory (RSS) at start {r['rss_mb'][0]:,.0f} MB, peak "
             f"{max(r['rss_mb']):,.0f} MB, end {r['rss_mb'][-1]:,.0f} MB; growth over the last "
-            f"half {r.get('rss_growth_last_half_mb', 0):+,.0f} MB.", "",
+            f"half {r.get('rss_growth_last_half_mb', 0):+,.0f} MB"
+            + (f" ({r['memory_verdict']})" if r.get("memory_verdict") else "") + ".", "",
             f"Memory curve (one sample every {r.get('sample_every_s', 60):.0f} s, and one at "
             "the end):", "",
             "| minute | posts done | RSS MB |", "|---:|---:|---:|"]

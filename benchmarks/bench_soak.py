@@ -1,0 +1,783 @@
+"""Soak: many generated posts through the full pipeline on the local stack, with memory
+sampled every minute.
+
+    crowdwatch stack up
+    python benchmarks/bench_soak.py --posts 1000000 [--rate 1200] [--scenario rumour-rebuttal]
+        [--sentiment default|off] [--embedder default|hashing] [--no-alertmanager]
+
+1. Posts are generated to a temp file first (``models.generate.iter_generate``, lazily;
+   not timed), spread over ``--duration-minutes`` of event time (12 h for 1M posts, longer than
+   the 3 h cluster TTL, so the rumour stage's state turns over during the run), with one
+   malformed line every ``--malformed-every`` lines (they must come out dead-lettered).
+2. Baselines, same run: the producer alone (aiokafka, unthrottled, the same file into a
+   scratch topic) and a raw aiokafka consumer reading that topic back.
+3. One ``crowdwatch worker`` process with the full pipeline: enrichment (the packaged
+   King's Day event), sentiment (default model), rumour clusters (default embedder),
+   official reach/rebuttals/webcare (the event's official accounts), event alerts pushed
+   to the local Alertmanager. Unique topics, consumer group and Redis prefix per run.
+4. The posts are fed at ``--rate`` posts/s (0 = as fast as the producer goes). Every
+   ``--sample-every`` s (60): worker RSS (process + children, /proc), posts done per stage
+   (/metrics), consumer lag per input topic (committed offsets of the group).
+5. After the run the output topics are read back: lost = valid posts missing from
+   posts.enriched + malformed lines missing from the dead-letter topic (distinct); latency
+   from the raw record's Kafka timestamp to its scored output's Kafka timestamp (sampled
+   ids); double counted = posts counted in Redis beyond the distinct enriched ones.
+
+"Post-to-metric" latency is the mood path: the sentiment agent updates the mood metrics
+and then sends the scored record, so the scored record's timestamp is when the post's
+mood reached /metrics (it is also the later of the two stages with one output per post).
+The enrichment histogram ``crowdwatch_processing_latency_seconds`` is printed beside it.
+The rumour stage has no per-post output; its delay shows as the lag of posts.claims.
+
+Sustained posts/s = posts fully processed (scored AND clustered) / seconds from the first
+post sent to the moment both stages had every post (scored: the sentiment counter;
+clustered: the group committed every posts.claims record, lag 0); per stage likewise. With
+``--rate`` below the pipeline's capacity it equals the offered rate (and the latency is
+the latency at that load); ``--rate 0`` measures the capacity (latency is then queueing).
+
+Writes the result with ``tests.reliability_report.record("soak", ...)`` and re-renders
+docs/reliability.md. Deletes the run's topics, its Redis keys and the temp file at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from models.generate import SCENARIOS, iter_generate, write_traffic  # noqa: E402
+from streams.embedded import free_port  # noqa: E402
+from streams.kafka_admin import delete_topics, ensure_topics  # noqa: E402
+from streams.settings import Settings, load_settings, stack_file  # noqa: E402
+from tests.reliability_report import record, render  # noqa: E402
+
+EVENT_FILE = REPO / "streams" / "data" / "koningsdag-amsterdam.yaml"
+EVENT_NAME = "koningsdag-amsterdam"
+MALFORMED = (b"not json", b'{"id": 5}', b"[1, 2]", b'{"id": "x", "text": 7}', b"\xff\xfe")
+GOAL_RATE = 1000.0
+GOAL_P95_S = 2.0
+LATENCY_SAMPLES = 50_000
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+# ---------------------------------------------------------------- input
+
+
+def write_input(path: Path, scenario: str, seed: int, n_posts: int, minutes: float,
+                malformed_every: int) -> tuple[int, int]:
+    """Generate the posts (+ malformed lines) into ``path``; (valid, malformed)."""
+    tmp = path.parent / "gen"
+    posts_path, _ = write_traffic(iter_generate(scenario, seed=seed, n_posts=n_posts,
+                                                duration_minutes=minutes), tmp)
+    valid = malformed = 0
+    with posts_path.open("rb") as src, path.open("wb") as out:
+        for i, line in enumerate(src):
+            if malformed_every and i % malformed_every == malformed_every - 1:
+                out.write(MALFORMED[malformed % len(MALFORMED)].replace(b"\n", b" ") + b"\n")
+                malformed += 1
+            out.write(line)
+            valid += 1
+    shutil.rmtree(tmp, ignore_errors=True)
+    return valid, malformed
+
+
+def iter_input(path: Path) -> Iterator[tuple[bytes | None, bytes]]:
+    """(key, value) as ``crowdwatch replay`` sends them: the post id, None when unreadable."""
+    with path.open("rb") as fh:
+        for raw in fh:
+            value = raw.rstrip(b"\n")
+            key: bytes | None = None
+            try:
+                obj = orjson.loads(value)
+                if isinstance(obj, dict) and isinstance(obj.get("id"), str | int):
+                    key = str(obj["id"]).encode()
+            except orjson.JSONDecodeError:
+                pass
+            yield key, value
+
+
+# ---------------------------------------------------------------- Kafka helpers
+
+
+async def produce(bootstrap: str, topic: str, path: Path, rate: float,
+                  sent: list[int] | None = None) -> tuple[float, float]:
+    """Send the file's lines to ``topic`` (``rate`` posts/s, 0 = unthrottled); returns
+    (start, end) as time.time()."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    start = time.time()
+    t0 = time.monotonic()
+    try:
+        for i, (key, value) in enumerate(iter_input(path)):
+            if rate and i % 20 == 0:
+                wait = t0 + i / rate - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            await producer.send(topic, value, key=key)
+            if sent is not None:
+                sent[0] = i + 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return start, time.time()
+
+
+async def read_topic(bootstrap: str, topic: str,
+                     on_batch: Callable[[list[Any]], None]) -> tuple[int, float]:
+    """Read ``topic`` from the beginning to its current end; (records, seconds)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 * 1024 * 1024,
+                                fetch_max_bytes=64 * 1024 * 1024)
+    await consumer.start()
+    n = 0
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        todo = {tp for tp in tps if ends[tp] > 0}
+        t0 = time.monotonic()
+        while todo:
+            batches = await consumer.getmany(*todo, timeout_ms=1000, max_records=10_000)
+            for tp, records in batches.items():
+                n += len(records)
+                on_batch(records)
+                if records and records[-1].offset >= ends[tp] - 1:
+                    todo.discard(tp)
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+        return n, time.monotonic() - t0
+    finally:
+        await consumer.stop()
+
+
+class GroupLag:
+    """Records behind per input topic of the worker's consumer group (committed offsets)."""
+
+    def __init__(self, settings: Settings, group: str, topics: list[str]) -> None:
+        from kafka import KafkaConsumer
+        from kafka.admin import KafkaAdminClient
+
+        self.group = group
+        self.topics = topics
+        self.admin = KafkaAdminClient(client_id="soak-lag", **settings.kafka_client_kwargs())
+        self.consumer = KafkaConsumer(**settings.kafka_client_kwargs())
+
+    def lag(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(records behind, records committed) per topic; -1 when not readable."""
+        from kafka import TopicPartition as KTP
+
+        try:
+            if hasattr(self.admin, "list_group_offsets"):  # kafka-python >= 3
+                committed = self.admin.list_group_offsets({self.group: None})[self.group]
+            else:
+                committed = self.admin.list_consumer_group_offsets(self.group)
+        except Exception as exc:  # a sample without lag is better than a failed soak
+            print(f"  (lag not read: {exc.__class__.__name__}: {exc})", flush=True)
+            return dict.fromkeys(self.topics, -1), dict.fromkeys(self.topics, -1)
+        behind: dict[str, int] = {}
+        done: dict[str, int] = {}
+        for topic in self.topics:
+            parts = self.consumer.partitions_for_topic(topic) or set()
+            tps = [KTP(topic, p) for p in parts]
+            ends = self.consumer.end_offsets(tps) if tps else {}
+            got = {tp: committed[tp].offset if tp in committed and committed[tp].offset >= 0
+                   else 0 for tp in tps}
+            behind[topic] = sum(max(0, ends[tp] - got[tp]) for tp in tps)
+            done[topic] = sum(got.values())
+        return behind, done
+
+    def close(self) -> None:
+        self.admin.close()
+        self.consumer.close()
+
+
+# ---------------------------------------------------------------- the worker
+
+
+def rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and all its descendants, MB (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    total_kb = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
+# stage -> (metric, labels to match); summed over the other labels
+STAGES: dict[str, tuple[str, dict[str, str]]] = {
+    "consumed": ("crowdwatch_posts_consumed_total", {}),
+    "enriched": ("crowdwatch_posts_accepted_total", {}),
+    "dead_lettered": ("crowdwatch_posts_rejected_total", {}),
+    "scored": ("crowdwatch_sentiment_scored_total", {}),
+    "clustered": ("crowdwatch_rumour_posts_total", {}),
+    "official_posts_tracked": ("crowdwatch_official_posts_tracked", {}),
+    "rumour_recoveries": ("crowdwatch_rumour_recoveries_total", {}),
+    "rumour_recovery_records": ("crowdwatch_rumour_recovery_records_total", {}),
+    "latency_count": ("crowdwatch_processing_latency_seconds_count", {}),
+}
+
+
+def scrape(port: int) -> tuple[dict[str, float], dict[float, float]]:
+    """Stage counts and the enrich-latency histogram buckets (le -> cumulative count)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    values = dict.fromkeys(STAGES, 0.0)
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "crowdwatch_processing_latency_seconds_bucket":
+                buckets[float(s.labels["le"])] = s.value
+            for stage, (name, labels) in STAGES.items():
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    values[stage] += s.value
+    return values, buckets
+
+
+def histogram_pct(buckets: dict[float, float], q: float) -> float:
+    """Upper bound of the bucket holding quantile ``q`` (Prometheus-style, interpolated)."""
+    if not buckets:
+        return float("nan")
+    les = sorted(buckets)
+    total = buckets[les[-1]]
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    prev_le, prev_c = 0.0, 0.0
+    for le in les:
+        c = buckets[le]
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((rank - prev_c) / max(c - prev_c, 1e-9))
+        prev_le, prev_c = le, c
+    return les[-1]
+
+
+@dataclass
+class Run:
+    tag: str
+    settings: Settings
+    env: dict[str, str]
+    port: int
+    logdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    topics: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        with (self.logdir / "worker.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError("worker exited:\n" + self.log_tail())
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if orjson.loads(r.read()).get("assigned_partitions"):
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"worker not ready in {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        path = self.logdir / "worker.log"
+        return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def make_run(settings: Settings, args: argparse.Namespace, logdir: Path) -> Run:
+    tag = f"soak-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    values: dict[str, Any] = {
+        "app_id": tag, "topic_raw": f"{tag}.raw", "topic_enriched": f"{tag}.enriched",
+        "topic_deadletter": f"{tag}.deadletter", "topic_scored": f"{tag}.scored",
+        "topic_signals": f"{tag}.signals", "topic_claims": f"{tag}.claims",
+        "topic_cluster_events": f"{tag}.clusters", "cluster_embedder": args.embedder,
+        "sentiment_model": args.sentiment, "web_port": port, "data_dir": logdir / "data",
+        "redis_prefix": tag, "broker_session_timeout": 10.0,
+        "event_file": EVENT_FILE, "rumours_enabled": True,
+        "alertmanager_url": settings.alertmanager_url if args.alertmanager else "",
+    }
+    run_settings = settings.model_copy(update=values)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDWATCH_")}
+    env["CROWDWATCH_STACK_FILE"] = str(stack_file())
+    env["HF_HUB_OFFLINE"] = "1"
+    for key, value in values.items():
+        env[f"CROWDWATCH_{key.upper()}"] = str(value)
+    topics = [values[k] for k in ("topic_raw", "topic_enriched", "topic_deadletter",
+                                  "topic_scored", "topic_signals", "topic_claims",
+                                  "topic_cluster_events")]
+    return Run(tag, run_settings, env, port, logdir, topics=topics)
+
+
+def drop_redis_keys(settings: Settings, prefix: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    n = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                n += int(client.unlink(*batch))
+                batch.clear()
+        if batch:
+            n += int(client.unlink(*batch))
+    finally:
+        client.close()
+    return n
+
+
+def redis_posts(settings: Settings, prefix: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        value = client.hget(f"{prefix}:{EVENT_NAME}:counts", "posts")
+        return int(value or 0)
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------- the soak
+
+
+@dataclass
+class Sample:
+    t: float
+    rss_mb: float
+    stages: dict[str, float]
+    lag: dict[str, int]
+    sent: int
+    claims_done: int = 0
+
+
+async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malformed: int
+               ) -> dict[str, Any]:
+    bs = run.settings.kafka_bootstrap
+    s = run.settings
+    lagger = GroupLag(s, run.tag, [s.topic_raw, s.topic_enriched, s.topic_claims])
+    loop = asyncio.get_running_loop()
+    samples: list[Sample] = []
+    sent = [0]
+    done_at: dict[str, float] = {}
+    # the rumour stage is done when the group committed every posts.claims record (its
+    # cluster-count metric leaves out posts it had already tracked in a recovery)
+    targets = {"enriched": valid, "dead_lettered": malformed, "scored": valid,
+               "claims": valid}
+    if args.sentiment == "off":
+        targets.pop("scored")
+    assert run.proc is not None
+    pid = run.proc.pid
+
+    async def take_sample(t0: float) -> Sample:
+        stages, _ = await loop.run_in_executor(None, scrape, run.port)
+        lag, committed = await loop.run_in_executor(None, lagger.lag)
+        smp = Sample(time.time() - t0, rss_mb(pid), stages, lag, sent[0],
+                     committed.get(s.topic_claims, 0))
+        samples.append(smp)
+        print(f"  {smp.t / 60:5.1f} min  sent {smp.sent:>9,}  enriched "
+              f"{stages['enriched']:>9,.0f}  scored {stages['scored']:>9,.0f}  clustered "
+              f"{stages['clustered']:>9,.0f}  claims done {smp.claims_done:>9,}  "
+              f"lag raw/enriched/claims "
+              f"{lag[s.topic_raw]:,}/{lag[s.topic_enriched]:,}/{lag[s.topic_claims]:,}  "
+              f"RSS {smp.rss_mb:,.0f} MB  load {load()}", flush=True)
+        return smp
+
+    t0 = time.time()
+    await take_sample(t0)
+    feeder = asyncio.create_task(produce(bs, s.topic_raw, path, args.rate, sent))
+    next_sample = t0 + args.sample_every
+    last_progress = (time.monotonic(), -1.0)
+    stages: dict[str, float] = {}
+    buckets: dict[float, float] = {}
+    stalled = False
+    while True:
+        await asyncio.sleep(2.0)
+        if run.proc is not None and run.proc.poll() is not None:
+            raise RuntimeError("worker exited during the soak:\n" + run.log_tail())
+        stages, buckets = await loop.run_in_executor(None, scrape, run.port)
+        lag, committed = await loop.run_in_executor(None, lagger.lag)
+        stages["claims"] = float(committed.get(s.topic_claims, 0))
+        now = time.time()
+        for stage, target in targets.items():
+            if stage not in done_at and stages[stage] >= target and (
+                    stage != "claims" or lag.get(s.topic_claims) == 0):
+                done_at[stage] = now
+        if now >= next_sample:
+            await take_sample(t0)
+            next_sample += args.sample_every
+        if feeder.done() and len(done_at) == len(targets):
+            break
+        progress = sum(stages[k] for k in targets) + sent[0]
+        if progress > last_progress[1]:
+            last_progress = (time.monotonic(), progress)
+        elif time.monotonic() - last_progress[0] > args.stall_timeout:
+            print(f"no progress for {args.stall_timeout:.0f} s: stopping "
+                  f"(not done: {sorted(set(targets) - set(done_at))})", flush=True)
+            stalled = True
+            break
+    if feeder.done():
+        feed_start, feed_end = feeder.result()
+    else:
+        feeder.cancel()
+        feed_start, feed_end = t0, time.time()
+    if len(samples) > 1 and time.time() - t0 - samples[-1].t < 5:
+        samples.pop()  # the final sample replaces one taken just before
+    await take_sample(t0)  # the final sample
+    lagger.close()
+    return {"samples": samples, "done_at": done_at, "feed_start": feed_start,
+            "feed_end": feed_end, "stages": stages, "buckets": buckets, "stalled": stalled,
+            "t0": t0}
+
+
+async def verify(run: Run, valid_ids_expected: int, malformed: int, sample_mod: int
+                 ) -> dict[str, Any]:
+    """Read the run's topics back: distinct outputs, lost records, latencies (sampled)."""
+    s = run.settings
+    bs = s.kafka_bootstrap
+    raw_ts: dict[bytes, int] = {}
+    raw_keys: set[bytes] = set()
+    raw_malformed: set[tuple[int, int]] = set()
+
+    def on_raw(records: list[Any]) -> None:
+        for r in records:
+            if r.key is None or r.value in MALFORMED:  # some malformed lines have an id
+                raw_malformed.add((r.partition, r.offset))
+                continue
+            raw_keys.add(r.key)
+            if zlib.crc32(r.key) % sample_mod == 0:
+                raw_ts[r.key] = r.timestamp
+
+    await read_topic(bs, s.topic_raw, on_raw)
+    enriched: set[bytes] = set()
+    enrich_lat: list[float] = []
+    enriched_records = [0]
+
+    def on_enriched(records: list[Any]) -> None:
+        enriched_records[0] += len(records)
+        for r in records:
+            if r.key is not None:
+                enriched.add(r.key)
+                ts = raw_ts.get(r.key)
+                if ts is not None:
+                    enrich_lat.append((r.timestamp - ts) / 1000)
+
+    await read_topic(bs, s.topic_enriched, on_enriched)
+    dead: set[tuple[int, int]] = set()
+
+    def on_dead(records: list[Any]) -> None:
+        for r in records:
+            src = dict(r.headers or ()).get("source", b"").decode(errors="replace")
+            parts = src.rsplit("/", 2)
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                dead.add((int(parts[1]), int(parts[2])))
+
+    await read_topic(bs, s.topic_deadletter, on_dead)
+    scored: set[bytes] = set()
+    mood_lat: list[float] = []
+
+    def on_scored(records: list[Any]) -> None:
+        for r in records:
+            if r.key is not None and r.key not in scored:
+                scored.add(r.key)
+                ts = raw_ts.get(r.key)
+                if ts is not None:
+                    mood_lat.append((r.timestamp - ts) / 1000)
+
+    await read_topic(bs, s.topic_scored, on_scored)
+    lost_valid = len(raw_keys - enriched)
+    lost_malformed = len(raw_malformed - dead)
+    return {
+        "raw_distinct": len(raw_keys), "raw_malformed": len(raw_malformed),
+        "enriched_distinct": len(enriched), "enriched_records": enriched_records[0],
+        "dead_lettered_distinct": len(dead & raw_malformed), "scored_distinct": len(scored),
+        "lost": lost_valid + lost_malformed, "lost_valid": lost_valid,
+        "lost_malformed": lost_malformed,
+        "input_mismatch": valid_ids_expected - len(raw_keys) + malformed - len(raw_malformed),
+        "enrich_lat": enrich_lat, "mood_lat": mood_lat,
+    }
+
+
+async def baseline(settings: Settings, path: Path, tag: str) -> tuple[float, float, int]:
+    """The producer alone (unthrottled) and a raw consumer of the same topic: posts/s."""
+    topic = f"{tag}.baseline"
+    ensure_topics(settings, [topic])
+    try:
+        n_lines = sum(1 for _ in path.open("rb"))
+        start, end = await produce(settings.kafka_bootstrap, topic, path, 0.0)
+        n, secs = await read_topic(settings.kafka_bootstrap, topic, lambda _r: None)
+        return n_lines / (end - start), n / secs if secs > 0 else float("nan"), n
+    finally:
+        delete_topics(settings, [topic])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--posts", type=int, default=1_000_000, help="valid posts to generate")
+    ap.add_argument("--scenario", default="rumour-rebuttal", choices=sorted(SCENARIOS))
+    ap.add_argument("--seed", type=int, default=9)
+    ap.add_argument("--duration-minutes", type=float, default=None,
+                    help="event time the posts span; default: 12 h for 1M posts (longer than "
+                    "the 3 h cluster TTL, so the rumour stage's state turns over), "
+                    "proportionally less for fewer posts (~1,400 posts per event minute, "
+                    "at least 60 min)")
+    ap.add_argument("--malformed-every", type=int, default=1000,
+                    help="one malformed line every N lines (0 = none)")
+    ap.add_argument("--rate", type=float, default=1200.0,
+                    help="offered posts/s (0 = as fast as the producer goes: capacity)")
+    ap.add_argument("--sentiment", default="default", help="default | off | a model path")
+    ap.add_argument("--embedder", default="default", help="default | hashing | off | a path")
+    ap.add_argument("--alertmanager", action=argparse.BooleanOptionalAction, default=True,
+                    help="push event alerts to the stack's Alertmanager")
+    ap.add_argument("--sample-every", type=float, default=60.0, help="seconds per sample")
+    ap.add_argument("--stall-timeout", type=float, default=300.0,
+                    help="give up after this many seconds without progress")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the producer baseline")
+    ap.add_argument("--no-record", action="store_true",
+                    help="do not record the result for docs/reliability.md")
+    ap.add_argument("--keep", action="store_true", help="keep topics, Redis keys, temp files")
+    args = ap.parse_args()
+
+    if args.duration_minutes is None:
+        args.duration_minutes = float(max(60, min(720, round(args.posts * 720 / 1e6))))
+    settings = load_settings()
+    if not (settings.kafka_configured and settings.redis_configured):
+        print("Kafka and Redis must be configured: run `crowdwatch stack up` first",
+              file=sys.stderr)
+        return 2
+    if args.alertmanager and not settings.alertmanager_url:
+        print("no CROWDWATCH_ALERTMANAGER_URL: alerts are not pushed (--no-alertmanager)",
+              file=sys.stderr)
+        args.alertmanager = False
+    workdir = Path(tempfile.mkdtemp(prefix="crowdwatch-soak-"))
+    path = workdir / "posts.jsonl"
+    print(f"load {load()} on {os.cpu_count()} cores; generating {args.posts:,} posts "
+          f"({args.scenario}, {args.duration_minutes:.0f} min of event time) ...", flush=True)
+    g0 = time.monotonic()
+    valid, malformed = write_input(path, args.scenario, args.seed, args.posts,
+                                   args.duration_minutes, args.malformed_every)
+    print(f"  {valid:,} posts + {malformed:,} malformed lines, "
+          f"{path.stat().st_size / 1e6:,.0f} MB in {time.monotonic() - g0:.0f} s", flush=True)
+    run = make_run(settings, args, workdir)
+    replay_rate = consume_rate = float("nan")
+    result: dict[str, Any] = {}
+    try:
+        if not args.no_baseline:
+            print("baseline: the producer alone, then a raw consumer ...", flush=True)
+            replay_rate, consume_rate, _ = asyncio.run(baseline(settings, path, run.tag))
+            print(f"  producer {replay_rate:,.0f} posts/s, raw consumer {consume_rate:,.0f} "
+                  f"posts/s (load {load()})", flush=True)
+        ensure_topics(run.settings)
+        run.start()
+        w0 = time.monotonic()
+        run.wait_ready()
+        feeding = f"{args.rate:,.0f} posts/s" if args.rate else "unthrottled"
+        print(f"worker {run.tag} ready in {time.monotonic() - w0:.0f} s (port {run.port}, "
+              f"sentiment {args.sentiment}, embedder {args.embedder}, alertmanager "
+              f"{'on' if args.alertmanager else 'off'}); feeding {feeding}", flush=True)
+        result = asyncio.run(soak(run, path, args, valid, malformed))
+        run.stop()
+        print("reading the outputs back ...", flush=True)
+        sample_mod = max(1, valid // LATENCY_SAMPLES)
+        checked = asyncio.run(verify(run, valid, malformed, sample_mod))
+        counted = redis_posts(run.settings, run.tag)
+    finally:
+        run.stop()
+        if not args.keep:
+            with contextlib.suppress(Exception):
+                delete_topics(settings, run.topics)
+            with contextlib.suppress(Exception):
+                drop_redis_keys(settings, run.tag)
+            shutil.rmtree(workdir, ignore_errors=True)
+    return report(args, run, result, checked, counted, valid, malformed, replay_rate,
+                  consume_rate)
+
+
+def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: dict[str, Any],
+           counted: int, valid: int, malformed: int, replay_rate: float,
+           consume_rate: float) -> int:
+    samples: list[Sample] = result["samples"]
+    done_at: dict[str, float] = result["done_at"]
+    start = result["feed_start"]
+    stages = result["stages"]
+    last_stage = ("scored", "claims") if args.sentiment != "off" else ("claims",)
+    full_done = max((done_at[k] for k in last_stage if k in done_at), default=None)
+    finished = all(k in done_at for k in last_stage)
+    fully = min(float(valid), *(stages.get(k, 0.0) for k in last_stage))
+    end = full_done if finished and full_done else samples[-1].t + result["t0"]
+    sustained = fully / (end - start) if end > start else float("nan")
+    per_stage = {("clustered (claims committed)" if k == "claims" else k):
+                 stages.get(k, 0.0) / (done_at.get(k, end) - start)
+                 for k in ("enriched", *last_stage) if end > start}
+    mood = checked["mood_lat"]
+    enr = checked["enrich_lat"]
+    p50 = pct(mood, .5) if mood else pct(enr, .5)
+    p95 = pct(mood, .95) if mood else pct(enr, .95)
+    rss = [round(x.rss_mb, 1) for x in samples]
+    done = [int(min(x.claims_done, x.stages["scored"]) if args.sentiment != "off"
+                else x.claims_done) for x in samples]
+    half = len(rss) // 2
+    growth = rss[-1] - rss[half] if len(rss) >= 2 else 0.0
+    double = max(0, counted - checked["enriched_distinct"])
+    ttl_min = run.settings.cluster_ttl_s / 60
+    too_short = args.duration_minutes <= ttl_min or len(rss) < 3
+    bounded = None if too_short else growth <= max(50.0, 0.05 * rss[half])
+    feed_secs = result["feed_end"] - start
+    offered = valid / feed_secs if feed_secs > 0 else float("nan")
+
+    print()
+    print("=" * 78)
+    print(f"soak: {valid:,} generated posts ({args.scenario}) + {malformed:,} malformed, "
+          f"1 worker, full pipeline (sentiment {args.sentiment}, embedder {args.embedder}, "
+          f"alerts {'-> Alertmanager' if args.alertmanager else 'off'}); "
+          f"{os.cpu_count()} cores, load now {load()}")
+    print(f"offered {offered:,.0f} posts/s (--rate {args.rate:,.0f}); fed in "
+          f"{feed_secs:,.0f} s, done in {end - start:,.0f} s"
+          + ("" if finished else "  ** NOT FINISHED (stalled/timeout) **"))
+    print(f"{'':34s}{'posts/s':>10s}{'vs producer':>13s}{'vs raw consumer':>17s}")
+    rows = [("producer alone (baseline)", replay_rate), ("raw consumer (baseline)", consume_rate),
+            *((f"stage {k}", v) for k, v in per_stage.items()),
+            ("sustained (scored AND clustered)", sustained)]
+    for name, v in rows:
+        print(f"{name:34s}{v:10,.0f}{v / replay_rate:13.3f}{v / consume_rate:17.3f}")
+    print("latency from the raw record's Kafka timestamp, s "
+          f"(sampled 1 in {max(1, valid // LATENCY_SAMPLES)} ids):")
+    print(f"{'':34s}{'p50':>8s}{'p95':>8s}{'p99':>8s}{'n':>9s}")
+    print(f"{'enriched output (posts.enriched)':34s}{pct(enr, .5):8.2f}{pct(enr, .95):8.2f}"
+          f"{pct(enr, .99):8.2f}{len(enr):9,}")
+    print(f"{'mood metric (posts.scored)':34s}{pct(mood, .5):8.2f}{pct(mood, .95):8.2f}"
+          f"{pct(mood, .99):8.2f}{len(mood):9,}")
+    b = result["buckets"]
+    print(f"{'enrich histogram (/metrics)':34s}{histogram_pct(b, .5):8.2f}"
+          f"{histogram_pct(b, .95):8.2f}{histogram_pct(b, .99):8.2f}"
+          f"{b.get(float('inf'), 0):9,.0f}")
+    print(f"claims lag (rumour stage) at the samples: max "
+          f"{max(x.lag.get(run.settings.topic_claims, 0) for x in samples):,} records")
+    print(f"lost {checked['lost']} (valid {checked['lost_valid']}, malformed "
+          f"{checked['lost_malformed']}); distinct enriched {checked['enriched_distinct']:,} "
+          f"+ dead-lettered {checked['dead_lettered_distinct']:,} of "
+          f"{checked['raw_distinct']:,} + {checked['raw_malformed']:,}; re-sent outputs "
+          f"{checked['enriched_records'] - checked['enriched_distinct']:,}; counted in Redis "
+          f"{counted:,} (double counted {double}); official posts tracked "
+          f"{stages['official_posts_tracked']:,.0f}; clustered posts (metric) "
+          f"{stages['clustered']:,.0f}, rumour-stage recoveries "
+          f"{stages['rumour_recoveries']:,.0f} ({stages['rumour_recovery_records']:,.0f} "
+          "records replayed)")
+    verdict = "bounded" if bounded else "GROWING" if bounded is not None \
+        else "no verdict: run too short"
+    print(f"worker RSS MB: start {rss[0]:,.0f}, peak {max(rss):,.0f}, end {rss[-1]:,.0f}; "
+          f"growth over the last half {growth:+,.0f} MB "
+          f"({verdict})")
+    if args.duration_minutes <= ttl_min:
+        print(f"  note: the posts span {args.duration_minutes:.0f} min of event time, less than "
+              f"the cluster TTL ({ttl_min:.0f} min): the rumour stage's state cannot turn over, "
+              "so this run cannot show bounded memory (the 1M default spans 720 min)")
+    print(f"{'minute':>8s}{'posts done':>12s}{'RSS MB':>9s}")
+    for x, d in zip(samples, done, strict=True):
+        print(f"{x.t / 60:8.1f}{d:12,}{x.rss_mb:9,.0f}")
+    print(f"goal >= {GOAL_RATE:,.0f} posts/s per worker: "
+          f"{'met' if sustained >= GOAL_RATE else 'NOT met'} ({sustained:,.0f})")
+    print(f"goal p95 post-to-metric < {GOAL_P95_S:.0f} s: "
+          f"{'met' if p95 < GOAL_P95_S else 'NOT met'} ({p95:.2f} s, mood path)")
+    print(f"goal no loss: {'met' if checked['lost'] == 0 else 'NOT met'}; no unbounded memory "
+          f"growth: {'met' if bounded else 'NOT met' if bounded is not None else 'n/a'} "
+          f"({verdict})")
+
+    if not args.no_record:
+        record("soak", {
+            "posts": valid, "malformed": malformed, "scenario": args.scenario,
+            "pipeline": f"enrich, sentiment ({args.sentiment}), clustering ({args.embedder} "
+                        f"embedder), reach, alerts"
+                        f"{' -> Alertmanager' if args.alertmanager else ' (not pushed)'}",
+            "workers": 1, "rate_offered": round(offered, 1), "finished": finished,
+            "posts_per_s": round(sustained, 1), "replay_posts_per_s": round(replay_rate, 1),
+            "raw_consume_posts_per_s": round(consume_rate, 1),
+            "stage_posts_per_s": {k: round(v, 1) for k, v in per_stage.items()},
+            "latency_p50_s": round(p50, 3), "latency_p95_s": round(p95, 3),
+            "enrich_latency_p95_s": round(pct(enr, .95), 3),
+            "lost": checked["lost"], "double_counted": double,
+            "rss_mb": rss, "done": done, "sample_every_s": args.sample_every,
+            "minutes": [round(x.t / 60, 1) for x in samples],
+            "rss_growth_last_half_mb": round(growth, 1), "memory_verdict": verdict,
+            "event_minutes": args.duration_minutes, "load": load(),
+            "cores": os.cpu_count(), "seconds": round(end - start, 1),
+        })
+        render()
+    ok = finished and checked["lost"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
