@@ -20,16 +20,20 @@ citizen got an answer); ``answered_by_addressee`` tells whether it was the addre
 :class:`WebcareQueue` is exact and idempotent under re-delivery (items keyed by post id)
 and tolerant of out-of-order arrival: candidate replies whose parent is not known yet, and
 official replies whose question is not known yet, wait in bounded buffers
-(``pending_horizon_s`` of event time, ``max_pending`` entries) and are resolved when the
-parent / question arrives.
+(``max_pending`` entries) and are resolved when the parent / question arrives. A waiting
+entry is dropped once it is more than ``pending_horizon_s`` of event time behind the newest
+post seen *and* arrived more than ``pending_wall_s`` of processing time ago (the same rule
+as :class:`models.reach.ReachTracker`: partitions read side by side, after a restart or on a
+slow machine, can put a reply many minutes of event time ahead of its parent).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -180,10 +184,13 @@ class WebcareQueue:
     """Open and answered questions/complaints to official accounts (see module doc)."""
 
     def __init__(self, registry: OfficialRegistry, *, pending_horizon_s: float = 600.0,
-                 max_pending: int = 50_000, max_threads: int = 200_000,
-                 max_official_posts: int = 100_000) -> None:
+                 pending_wall_s: float = 120.0, max_pending: int = 50_000,
+                 max_threads: int = 200_000, max_official_posts: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.pending_horizon_s = pending_horizon_s
+        self.pending_wall_s = pending_wall_s
+        self._clock = clock
         self.max_pending = max_pending
         self.max_threads = max_threads
         self.max_official_posts = max_official_posts
@@ -197,7 +204,8 @@ class WebcareQueue:
         self._answers: dict[str, dict[str, _Answer]] = {}
         # asker follow-ups waiting for their parent: parent id -> {post id: asker key}
         self._followups: dict[str, dict[str, str | None]] = {}
-        self._order: deque[tuple[float, str, str, str]] = deque()
+        # (event time, table, parent, post id, arrival on ``clock``), in arrival order
+        self._order: deque[tuple[float, str, str, str, float]] = deque()
         self._n_pending = 0
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
@@ -373,7 +381,7 @@ class WebcareQueue:
         self._n_pending += 1
         name = "c" if table is self._cand else ("a" if table is self._answers else "f")
         self._order.append((ts if ts is not None else (self.watermark or 0.0), name, parent,
-                            pid))
+                            pid, self._clock()))
 
     def _unpark(self, table: dict[str, dict[str, Any]], parent: str) -> dict[str, Any]:
         bucket = table.pop(parent, None)
@@ -387,10 +395,12 @@ class WebcareQueue:
             else None
         tables: dict[str, dict[str, dict[str, Any]]] = {
             "c": self._cand, "a": self._answers, "f": self._followups}
+        arrived_before = self._clock() - self.pending_wall_s
         order = self._order
         while order and (self._n_pending > self.max_pending
-                         or (horizon is not None and order[0][0] < horizon)):
-            _, name, parent, pid = order.popleft()
+                         or (horizon is not None and order[0][0] < horizon
+                             and order[0][4] <= arrived_before)):
+            _, name, parent, pid, _ = order.popleft()
             bucket = tables[name].get(parent)
             if bucket is None or bucket.pop(pid, None) is None:
                 continue

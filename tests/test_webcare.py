@@ -182,6 +182,30 @@ def test_replies_to_official_posts_and_out_of_order(event: EventConfig) -> None:
     assert q.pending == 0
 
 
+def test_a_reply_far_ahead_of_its_parent_waits_out_the_processing_time_grace(
+    event: EventConfig,
+) -> None:
+    """Partitions read side by side (a slow machine, a restart) can put a reply an hour of
+    event time ahead of the official post it answers: it waits ``pending_wall_s`` of
+    processing time before the event-time horizon may drop it."""
+    now = [0.0]
+    q = WebcareQueue(OfficialRegistry.from_event(event), pending_horizon_s=600,
+                     pending_wall_s=120, clock=lambda: now[0])
+    q.feed([_post("q1", 20, "anna", "en tram 17 dan?", reply_to="o1")])
+    q.feed([_post("z1", 3500, "erik", "mooi weer vandaag")])  # an hour of event time later
+    assert q.pending == 2  # as a candidate item and as a possible follow-up
+    now[0] = 60.0
+    q.feed([_post("o1", 0, "gvb_actueel", "Tram 4 rijdt via een omleiding.")])
+    assert list(q.items) == ["q1"] and q.pending == 0
+    # past the grace, the horizon drops what still waits
+    q.feed([_post("q2", 30, "bert", "en bus 22?", reply_to="o2")])
+    now[0] = 200.0
+    q.feed([_post("z2", 3600, "erik", "nog steeds mooi weer")])
+    assert q.pending == 0
+    q.feed([_post("o2", 10, "gvb_actueel", "Bus 22 rijdt om.")])
+    assert list(q.items) == ["q1"]
+
+
 @pytest.mark.parametrize("backwards", [False, True])
 def test_answer_to_a_follow_up_in_the_thread(event: EventConfig, backwards: bool) -> None:
     q = WebcareQueue(OfficialRegistry.from_event(event))
