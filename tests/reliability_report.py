@@ -6,7 +6,9 @@ file in the same folder. When a pytest run ends (tests/conftest.py) and it recor
 something, :func:`render` rewrites the part of docs/reliability.md between the markers from
 the latest figures. ``python -m tests.reliability_report`` renders by hand.
 
-Folder: ``CROWDWATCH_RELIABILITY_DIR`` (default ``build/reliability``).
+Folder: ``CROWDWATCH_RELIABILITY_DIR`` (default ``docs/reliability-results``, tracked: the
+latest row per fault / section is kept there, so a run of one test on a fresh clone updates
+its own row and leaves the figures of the others in place).
 """
 
 from __future__ import annotations
@@ -25,15 +27,25 @@ END = "<!-- END generated -->"
 
 
 def results_dir() -> Path:
-    return Path(os.environ.get("CROWDWATCH_RELIABILITY_DIR", REPO / "build" / "reliability"))
+    return Path(os.environ.get("CROWDWATCH_RELIABILITY_DIR",
+                               REPO / "docs" / "reliability-results"))
 
 
 def record(section: str, figures: dict[str, Any]) -> None:
-    """Append one result to ``<section>.jsonl`` (call it before asserting, so failures show)."""
+    """Store one result in ``<section>.jsonl``, replacing the earlier row of the same name
+    (call it before asserting, so failures show)."""
     path = results_dir() / f"{section}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"at": time.time(), **figures}) + "\n")
+    rows = [*_latest(section), {"at": time.time(), **figures}]
+    by_name = {_name(r, section): r for r in rows}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in by_name.values()),
+                   encoding="utf-8")
+    tmp.replace(path)
+
+
+def _name(row: dict[str, Any], section: str) -> str:
+    return str(row.get("fault") or section)
 
 
 def _latest(section: str) -> list[dict[str, Any]]:
@@ -44,7 +56,7 @@ def _latest(section: str) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     by_name: dict[str, dict[str, Any]] = {}
     for row in rows:
-        by_name[str(row.get("fault") or section)] = row
+        by_name[_name(row, section)] = row
     return sorted(by_name.values(), key=lambda r: float(r["at"]))
 
 
