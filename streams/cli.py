@@ -389,8 +389,7 @@ def rumours(
     from rich.live import Live
 
     from streams.app import NO_EVENT
-    from streams.runtime import event_from
-    from streams.state import RedisStore
+    from streams.runtime import event_from, redis_store
 
     settings = _settings()
     if not settings.redis_configured:
@@ -404,7 +403,7 @@ def rumours(
     name = event_name
 
     async def fetch() -> list[dict[str, Any]]:
-        store = RedisStore(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+        store = redis_store(settings)
         try:
             return await store.top_clusters(name, top)
         finally:
@@ -451,8 +450,7 @@ def _event_and_store(event_name: str | None) -> tuple[str, Any, Any]:
     import asyncio
 
     from streams.app import NO_EVENT
-    from streams.runtime import event_from
-    from streams.state import RedisStore
+    from streams.runtime import event_from, redis_store
 
     settings = _settings()
     if not settings.redis_configured:
@@ -465,8 +463,7 @@ def _event_and_store(event_name: str | None) -> tuple[str, Any, Any]:
 
     def run(fn: Any) -> Any:
         async def go() -> Any:
-            store = RedisStore(settings.redis_url.get_secret_value(),
-                               prefix=settings.redis_prefix)
+            store = redis_store(settings)
             try:
                 return await fn(store)
             finally:

@@ -23,10 +23,16 @@ def event_from(settings: Settings, path: Path | None) -> EventConfig | None:
     return load_event(chosen) if chosen else None
 
 
+def redis_store(settings: Settings) -> RedisStore:
+    """The Redis store of ``settings`` (URL with ACL user, TLS files, prefix, dedupe TTL)."""
+    return RedisStore(settings.redis_url.get_secret_value(), dedupe_ttl_s=settings.dedupe_ttl_s,
+                      prefix=settings.redis_prefix,
+                      client_kwargs=settings.redis_client_kwargs())
+
+
 def store_from(settings: Settings) -> StateStore:
     if settings.redis_configured:
-        return RedisStore(settings.redis_url.get_secret_value(), dedupe_ttl_s=settings.dedupe_ttl_s,
-                          prefix=settings.redis_prefix)
+        return redis_store(settings)
     log.warning("CROWDWATCH_REDIS_URL not set: keeping state in memory (lost on restart)")
     return MemoryStore()
 
@@ -49,7 +55,8 @@ def with_shared_pseudonym_key(settings: Settings) -> Settings:
     import redis
 
     name = f"{settings.redis_prefix}:pseudonym_key"
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True,
+                                  **settings.redis_client_kwargs())
     try:
         client.set(name, secrets.token_hex(32), nx=True)
         key = client.get(name)

@@ -12,7 +12,7 @@ import ssl
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_HOME = Path(os.environ.get("CROWDWATCH_HOME", str(Path.home() / ".crowdwatch")))
@@ -49,8 +49,16 @@ class Settings(BaseSettings):
     kafka_ssl_key_password: SecretStr = Field(default=SecretStr(""), description=(
         "Password of the client private key, if it is encrypted"))
     redis_url: SecretStr = Field(
-        default=SecretStr(""), description="redis://[user:pass@]host:port/db. Empty: memory store."
-    )
+        default=SecretStr(""), description=(
+            "redis://[user:pass@]host:port/db, or rediss://... for TLS; user:pass is a Redis "
+            "ACL user (percent-encode special characters). Empty: memory store."))
+    redis_ssl_cafile: Path | None = Field(default=None, description=(
+        "rediss:// only: PEM file of the CA(s) that signed the Redis server's certificate; "
+        "none: the system's CAs"))
+    redis_ssl_certfile: Path | None = Field(default=None, description=(
+        "rediss:// only: PEM client certificate, when Redis asks for one (tls-auth-clients)"))
+    redis_ssl_keyfile: Path | None = Field(default=None, description=(
+        "rediss:// only: PEM private key of the client certificate"))
     redis_prefix: str = Field(default="cw", min_length=1,
                               description="Key prefix in Redis (one per deployment)")
     prometheus_url: str = ""
@@ -156,6 +164,30 @@ class Settings(BaseSettings):
     @property
     def redis_configured(self) -> bool:
         return bool(self.redis_url.get_secret_value().strip())
+
+    @model_validator(mode="after")
+    def _redis_tls_needs_rediss(self) -> Settings:
+        self.redis_client_kwargs()  # raises on TLS files with a plain redis:// URL
+        return self
+
+    @property
+    def redis_uses_tls(self) -> bool:
+        return self.redis_url.get_secret_value().strip().lower().startswith("rediss://")
+
+    def redis_client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis.from_url`` (sync and asyncio) beyond the URL:
+        the TLS files of a ``rediss://`` URL. Certificate and host-name checks stay on
+        (redis-py's defaults). TLS files with a plain ``redis://`` URL are a configuration
+        error: the connection would silently go unencrypted."""
+        given = {"ssl_ca_certs": self.redis_ssl_cafile, "ssl_certfile": self.redis_ssl_certfile,
+                 "ssl_keyfile": self.redis_ssl_keyfile}
+        files = {k: v for k, v in given.items() if v is not None}
+        if not files:
+            return {}
+        if not self.redis_uses_tls:
+            raise ValueError("CROWDWATCH_REDIS_SSL_* is set but CROWDWATCH_REDIS_URL is not a "
+                             "rediss:// URL: the connection would not be encrypted")
+        return {k: str(v) for k, v in files.items()}
 
     def kafka_client_kwargs(self) -> dict[str, Any]:
         """Connection keyword arguments shared by kafka-python and aiokafka clients."""

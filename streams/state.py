@@ -281,10 +281,14 @@ return out
 class RedisStore:
     """State in Redis; one atomic Lua call per batch."""
 
-    def __init__(self, url: str, *, dedupe_ttl_s: int = 7 * 24 * 3600, prefix: str = "cw") -> None:
+    def __init__(self, url: str, *, dedupe_ttl_s: int = 7 * 24 * 3600, prefix: str = "cw",
+                 client_kwargs: Mapping[str, Any] | None = None) -> None:
+        """``client_kwargs``: more ``from_url`` arguments (the TLS files of a rediss:// URL,
+        :meth:`Settings.redis_client_kwargs`)."""
         import redis.asyncio as aioredis
 
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._redis = aioredis.Redis.from_url(url, decode_responses=True,
+                                              **dict(client_kwargs or {}))
         self._ttl = dedupe_ttl_s
         self._key_prefix = prefix
         self._script = self._redis.register_script(_RECORD_LUA)

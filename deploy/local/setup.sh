@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything crowdwatch needs on a fresh Debian/Ubuntu machine, idempotent:
-#   - apt: redis-server, prometheus, prometheus-alertmanager (when root and missing)
+#   - apt: redis-server, prometheus, prometheus-alertmanager, openssl (test certificates)
+#     (when root and missing)
 #   - a virtualenv in .venv with crowdwatch and its dev tools, at the exact versions (and
 #     sha256 hashes) of requirements.lock (Linux x86_64 + CPython 3.11; regenerate it with
 #     deploy/local/lock.sh); elsewhere the newest versions pyproject.toml allows, with a warning
@@ -14,6 +15,7 @@ command -v prometheus >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
     echo "installing: ${need[*]}"
