@@ -47,17 +47,10 @@ def summary_from_enriched(value: bytes | None, timestamp_ms: int | None) -> Post
     """The :class:`PostSummary` of one ``posts.enriched`` record (what the enrich stage
     counted), or None for a record that is not an enriched post. ``timestamp_ms`` (the Kafka
     record's time) stands in for the processing time of posts without ``created_at``."""
-    if not value:
+    d = _record(value)
+    if d is None:
         return None
-    try:
-        d = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(d, dict):
-        return None
-    pid = d.get("id")
-    if not isinstance(pid, str) or not pid:
-        return None
+    pid = d["id"]
     now = (timestamp_ms or 0) / 1000.0 or time.time()
     created = d.get("created_at")
     safety = d.get("safety")
@@ -88,14 +81,22 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 def scored_id(value: bytes | None) -> str | None:
     """The post id of one ``posts.scored`` record, or None."""
+    d = _record(value)
+    return None if d is None else str(d["id"])
+
+
+def _record(value: bytes | None) -> dict[str, Any] | None:
+    """A JSON object with a non-empty string ``id``, or None."""
     if not value:
         return None
     try:
         d = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
-    pid = d.get("id") if isinstance(d, dict) else None
-    return pid if isinstance(pid, str) and pid else None
+    if not isinstance(d, dict):
+        return None
+    pid = d.get("id")
+    return d if isinstance(pid, str) and pid else None
 
 
 @dataclass

@@ -42,7 +42,7 @@ from models.event import load_event
 from models.generate import DEFAULT_EVENT_PATH
 from streams import stack
 from streams.embedded import free_port
-from tests.integration.conftest import REPO, run_cli
+from tests.integration.conftest import REPO, run_cli, wait_for
 
 RATE_INTERVAL = "1m"
 RANGE = "15m"
@@ -129,15 +129,6 @@ def fast_prometheus() -> Iterator[stack.StackConfig]:
         stack.reload_prometheus(cfg)
 
 
-def _wait(check: Any, timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(every)
-        value = check()
-    return value
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -168,11 +159,11 @@ def live_connector(cfg: stack.StackConfig, tmp_path: Path) -> Iterator[Callable[
             [sys.executable, "-m", "streams.ingest.fakes", "jetstream", "--frames",
              str(JETSTREAM_FRAMES), "--port", str(js_port), "--protocol", "v1"],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        assert _wait(lambda: _finite(_result(
+        assert wait_for(lambda: _finite(_result(
             cfg, f"sum(crowdwatch_ingest_events_received_total{sel}) >= {JETSTREAM_FRAMES}")),
             60), f"the connector did not receive the frames: {logs.read_text()}"
         # produced moves at the connector's checkpoints (every 2 s)
-        assert _wait(lambda: _finite(_result(
+        assert wait_for(lambda: _finite(_result(
             cfg, f"crowdwatch_ingest_events_produced_total{sel} > 0")), 30), logs.read_text()
         assert _result(cfg, f"crowdwatch_ingest_connected{sel} == 1"), logs.read_text()
         return target
@@ -187,7 +178,7 @@ def live_connector(cfg: stack.StackConfig, tmp_path: Path) -> Iterator[Callable[
                 cwd=REPO, env=env, stdout=log, stderr=log))
             stack.set_connector_targets([target], cfg)
             # its counters at 0 first (no stand-in yet: the connector keeps retrying)
-            assert _wait(lambda: _result(cfg, f"crowdwatch_ingest_events_received_total{sel}"),
+            assert wait_for(lambda: _result(cfg, f"crowdwatch_ingest_events_received_total{sel}"),
                          30), f"Prometheus did not scrape the connector: {logs.read_text()}"
             yield feed
         finally:
@@ -222,7 +213,7 @@ def test_every_dashboard_query_returns_data(fast_prometheus: stack.StackConfig,
     target = f"127.0.0.1:{w.settings.web_port}"
     stack.set_worker_targets([target], cfg)
     sel = f'{{event="{event}", instance="{target}"}}'
-    assert _wait(lambda: _result(cfg, f"crowdwatch_posts_by_area_total{sel}"), 30), \
+    assert wait_for(lambda: _result(cfg, f"crowdwatch_posts_by_area_total{sel}"), 30), \
         "Prometheus did not scrape the worker"
     time.sleep(3)  # a few scrapes of the zero counters, so rate() sees the rise
 
@@ -235,12 +226,12 @@ def test_every_dashboard_query_returns_data(fast_prometheus: stack.StackConfig,
                   w.settings.topic_raw, env=w.env)
     assert rep.returncode == 0, rep.stderr
     # the worker has caught up (every record read) and Prometheus saw it
-    assert _wait(lambda: _finite(_result(
+    assert wait_for(lambda: _finite(_result(
         cfg, f'sum(crowdwatch_posts_consumed_total{{instance="{target}"}}) >= 1500')), 60)
     # linked rebuttal races and firing alerts are the slowest series to appear
-    assert _wait(lambda: _result(cfg, f'crowdwatch_rebuttal_reach_ratio{{event="{event}"}}'),
+    assert wait_for(lambda: _result(cfg, f'crowdwatch_rebuttal_reach_ratio{{event="{event}"}}'),
                  60), "no rebuttal was linked"
-    assert _wait(lambda: _result(cfg, f'ALERTS{{alertstate="firing", event="{event}"}}'),
+    assert wait_for(lambda: _result(cfg, f'ALERTS{{alertstate="firing", event="{event}"}}'),
                  30), "no alert rule fired for the event"
     time.sleep(2)
 
