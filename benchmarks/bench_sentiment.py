@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import describe  # noqa: E402
 from models.generate import generate  # noqa: E402
 from models.sentiment import CachedScorer, TransformerSentimentScorer  # noqa: E402
 
@@ -82,7 +83,7 @@ def main() -> int:
         path = Path(args.model)
     plain, stream = texts(args.posts)
     print(f"model {path}; {len(plain)} texts; {args.threads} threads; load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs",
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {describe()}",
           flush=True)
 
     t0 = time.perf_counter()

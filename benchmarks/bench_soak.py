@@ -66,6 +66,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import describe  # noqa: E402
 from models.generate import SCENARIOS, iter_generate, write_traffic  # noqa: E402
 from streams.embedded import free_port  # noqa: E402
 from streams.kafka_admin import delete_topics, ensure_topics  # noqa: E402
@@ -623,7 +624,7 @@ def main() -> int:
         args.alertmanager = False
     workdir = Path(tempfile.mkdtemp(prefix="crowdwatch-soak-"))
     path = workdir / "posts.jsonl"
-    print(f"load {load()} on {os.cpu_count()} cores; generating {args.posts:,} posts "
+    print(f"load {load()} on {describe()}; generating {args.posts:,} posts "
           f"({args.scenario}, {args.duration_minutes:.0f} min of event time) ...", flush=True)
     g0 = time.monotonic()
     valid, malformed = write_input(path, args.scenario, args.seed, args.posts,
@@ -702,7 +703,7 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
     print(f"soak: {valid:,} generated posts ({args.scenario}) + {malformed:,} malformed, "
           f"1 worker, full pipeline (sentiment {args.sentiment}, embedder {args.embedder}, "
           f"alerts {'-> Alertmanager' if args.alertmanager else 'off'}); "
-          f"{os.cpu_count()} cores, load now {load()}")
+          f"{describe()}, load now {load()}")
     print(f"offered {offered:,.0f} posts/s (--rate {args.rate:,.0f}); fed in "
           f"{feed_secs:,.0f} s, done in {end - start:,.0f} s"
           + ("" if finished else "  ** NOT FINISHED (stalled/timeout) **"))
@@ -772,7 +773,7 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
             "minutes": [round(x.t / 60, 1) for x in samples],
             "rss_growth_last_half_mb": round(growth, 1), "memory_verdict": verdict,
             "event_minutes": args.duration_minutes, "load": load(),
-            "cores": os.cpu_count(), "seconds": round(end - start, 1),
+            "cores": os.cpu_count(), "cpu": describe(), "seconds": round(end - start, 1),
         })
         render()
     ok = finished and checked["lost"] == 0

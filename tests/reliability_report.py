@@ -111,7 +111,8 @@ def _soak(rows: list[dict[str, Any]]) -> list[str]:
     rate = r.get("rate_offered")
     offered = f" at an offered {rate:,.0f} posts/s" if rate else ""
     load = f", load average {r['load']}" if r.get("load") else ""
-    cores = f" on {r['cores']} cores" if r.get("cores") else ""
+    cores = (f" on {r['cpu']}" if r.get("cpu")
+             else f" on {r['cores']} cores" if r.get("cores") else "")
     out = [f"{r['posts']:,} generated posts"
            + (f" (+ {r['malformed']:,} malformed lines)" if r.get("malformed") else "")
            + f" through the full pipeline "
