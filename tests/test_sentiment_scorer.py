@@ -173,3 +173,30 @@ def test_auto_uses_torch_without_onnxruntime(tiny: Path, monkeypatch: pytest.Mon
     assert TransformerSentimentScorer(tiny).backend == "torch"
     with pytest.raises(RuntimeError, match="onnxruntime"):
         TransformerSentimentScorer(tiny, backend="onnx")
+
+
+def test_int8_counts_as_exact_only_with_32_bit_int8_accumulation(tmp_path: Path) -> None:
+    from models.hf import cpu_flags, int8_is_exact
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma\n",
+                    encoding="utf-8")
+    assert cpu_flags(info) == {"fpu", "sse2", "avx2", "fma"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+    assert not int8_is_exact(frozenset({"avx2", "avx512f"}), "x86_64")  # vpmaddubsw saturates
+    assert int8_is_exact(frozenset({"avx2", "avx512f", "avx512_vnni"}), "x86_64")
+    assert int8_is_exact(frozenset({"avx2", "avx_vnni"}), "AMD64")
+    assert int8_is_exact(frozenset(), "aarch64")
+
+
+def test_the_embedder_quantizes_only_where_int8_is_exact(tiny: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.embed as embed
+
+    for exact in (False, True):
+        monkeypatch.setattr(embed, "int8_is_exact", lambda exact=exact: exact)
+        e = embed.TransformerEmbedder(tiny, device="cpu")
+        assert e.quantized is exact
+        vectors = e.embed(["een korte tekst", "a somewhat longer text for the tiny model"])
+        assert vectors.shape == (2, e.dim)
+    assert embed.TransformerEmbedder(tiny, device="cpu", quantize=True).quantized
