@@ -5,9 +5,8 @@ machine drawn for this project, 156 on an AVX2-only AMD EPYC), so every figure c
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from models.hf import cpu_flags, int8_is_exact
+from models.hf import cpu_flags, cpuinfo_field, int8_is_exact
 
 # the instruction sets that decide int8/fp32 transformer speed on x86
 _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -15,15 +14,7 @@ _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 def describe() -> str:
     """``"<model name>, <n> CPUs, avx2 avx512f ..., int8 exact|inexact"``."""
-    name = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-                break
-    except OSError:
-        pass
+    name = cpuinfo_field(("model name",)) or "unknown CPU"
     flags = cpu_flags()
     found = " ".join(f for f in _FLAGS if f in flags) or "no avx2"
     exact = "int8 exact" if int8_is_exact(flags) else "int8 inexact (no VNNI)"

@@ -56,16 +56,21 @@ def offline_transformers(path: str | Path, what: str) -> tuple[Any, Any, Path]:
 _EXACT_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU's feature flags (x86 ``flags`` line of /proc/cpuinfo; empty elsewhere)."""
+def cpuinfo_field(names: tuple[str, ...], cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The value of the first /proc/cpuinfo line whose key is one of ``names``, or None."""
     try:
         for line in Path(cpuinfo).read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() in ("flags", "Features"):
-                return frozenset(value.split())
+            if key.strip() in names:
+                return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (x86 ``flags``, ARM ``Features``; empty when unknown)."""
+    return frozenset((cpuinfo_field(("flags", "Features"), cpuinfo) or "").split())
 
 
 def int8_is_exact(flags: frozenset[str] | None = None, machine: str | None = None) -> bool:
