@@ -1,19 +1,21 @@
 """Stance of a post towards a rumour's claim: support / deny / query / comment.
 
-A cheap linear model for the streaming worker (no transformer pass of its own): hashed word
-uni/bigrams and word-edge character n-grams of the post, a few hashed words of the parent
-(the post it replies to or quotes), and a small block of *language-independent cue
-features* — Dutch and English lexicon hits (query / deny / support / rumour-hedging /
-negation / comment cues, for post and parent), punctuation, "is a root post", length.  The
-cue block is shared by both languages, so a model trained on English RumourEval threads
-transfers to Dutch through it; training also sees copies of every post with the lexical
-n-grams dropped so that the cue weights carry the decision on their own (what happens for
-Dutch text, whose n-grams the English model never saw).
+A cheap linear model for the streaming worker (no transformer pass of its own) over a small
+block of *language-independent cue features*: Dutch and English lexicon hits (query / deny
+/ support / rumour-hedging / negation / comment / insult / sarcasm / doubt cues, for post
+and parent), punctuation, "is a root post", length, word overlap with the parent.  The cue
+block is shared by both languages, so a model trained on English RumourEval threads
+transfers to Dutch through it.
 
-Scores: a multinomial logistic regression (trained with numpy in
+The code can also add hashed word uni/bigrams and word-edge character n-grams of the post
+and of the parent (``FeatureConfig.dim > 0``).  The shipped model has them off
+(``dim=0``): on unseen events the n-grams lowered leave-one-event-out macro-F1, because
+they learn each event's topic words (see ``docs/stance-model.md``).
+
+Scores: a multinomial logistic regression (trained in
 :mod:`models.training.train_stance`), softmax probabilities, and the label is
 ``argmax(log p + offset)`` with per-class offsets tuned for macro-F1 (deny and query are
-rare).  See ``docs/stance-model.md``.
+rare).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from models.evaluation import ClassificationReport, classification_report
 from models.text import fold
 
 STANCES: tuple[str, ...] = ("support", "deny", "query", "comment")
-LEXICON_VERSION = "stance-cues-1"
+LEXICON_VERSION = "stance-cues-2"
 FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "stance-default"
 
@@ -135,6 +137,33 @@ _COMMENT = (
     "disgusting", "shame", "rust zacht", "sterkte", "bidden", "verschrikkelijk", "triest",
     "wat erg", "jeetje", "bedankt", "dank", "walgelijk", "schande", "vreselijk", "mooi",
 )
+# three cue classes for the hard "deny" class (added in stance-cues-2): insults, sarcasm
+# and calls for caution / disbelief; most gold "deny" replies carry no explicit denial.
+# Dutch phrases avoid plain words with a common neutral sense ("dom": the Utrecht Dom,
+# "zielig": sympathy, "natuurlijk": of course).
+_INSULT = (
+    "idiot", "idiots", "moron", "morons", "stupid", "dumb", "dumbass", "fool", "fools",
+    "clown", "shut up", "shut it", "fuck off", "get lost", "ignorant", "nitwit", "retard",
+    "retarded", "crap", "full of crap", "pathetic",
+    "idioot", "idioten", "sukkel", "sukkels", "wat dom", "hoe dom", "zo dom", "dombo",
+    "debiel", "achterlijk", "kop dicht", "hou je mond", "rot op", "oprotten", "lachwekkend",
+    "belachelijk",
+)
+_SARCASM = (
+    "sure", "yeah right", "oh wait", "sure they did", "of course", "right.", "riiight",
+    "as if", "give me a break", "nice try", "wonderful", "yeah sure",
+    "ja hoor", "tuurlijk", "zal wel", "jaja", "ja ja", "ja natuurlijk", "vast wel",
+    "mooi verhaal", "nou nou", "laat me niet lachen",
+)
+_DOUBT = (
+    "who believes", "no one believes", "nobody believes", "do not spread", "don't spread",
+    "dont spread", "jumping to conclusions", "jump to conclusions", "without knowing",
+    "not the facts", "doesn't matter", "wait for the facts", "let's wait", "unless you",
+    "no evidence", "not proven", "not confirmed", "conspiracy", "false flag",
+    "wie gelooft", "niemand gelooft", "niet verspreiden", "verspreid geen", "voorbarig",
+    "conclusies trekken", "eerst de feiten", "wacht op de feiten", "doet er niet toe",
+    "complot", "complottheorie", "niet bewezen",
+)
 _QWORDS = frozenset((
     "what", "why", "how", "who", "where", "when", "which", "is", "are", "do", "does", "did",
     "can", "could", "was", "were", "has", "have", "will", "would", "should", "any", "anyone",
@@ -156,6 +185,9 @@ _RE_HEDGE = _lexicon_regex(_HEDGE)
 _RE_NEG = re.compile(r"(?<!\w)(?:not|no|never|nobody|nothing|none|neither|nor|cannot|niet|geen"
                      r"|nooit|niemand|niets|niks|nee|noch)(?!\w)|n't(?!\w)")
 _RE_COMMENT = _lexicon_regex(_COMMENT)
+_RE_INSULT = _lexicon_regex(_INSULT)
+_RE_SARCASM = _lexicon_regex(_SARCASM)
+_RE_DOUBT = _lexicon_regex(_DOUBT)
 _EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf]")
 
 # the dense, language-independent block (indices after the hashed block)
@@ -165,6 +197,7 @@ DENSE: tuple[str, ...] = (
     "support", "support_n", "hedge", "neg", "comment", "neg_q", "root_q", "root_hedge",
     "reply_deny", "reply_support", "reply_query", "p_q", "p_query", "p_deny", "p_support",
     "p_hedge", "p_root_like", "overlap", "p_q_x_neg", "p_q_x_support", "rt",
+    "insult", "sarcasm", "doubt",
 )
 _DI = {name: i for i, name in enumerate(DENSE)}
 
@@ -215,6 +248,9 @@ def dense_features(text: str, parent: str | None, tokens: list[str],
     f[_DI["reply_support"]] = float(not is_root and nsu > 0)
     f[_DI["reply_query"]] = float(not is_root and nqu > 0)
     f[_DI["rt"]] = float(text.startswith("rt @user"))
+    f[_DI["insult"]] = float(bool(_RE_INSULT.search(text)))
+    f[_DI["sarcasm"]] = float(bool(_RE_SARCASM.search(text)))
+    f[_DI["doubt"]] = float(bool(_RE_DOUBT.search(text)))
     if parent is not None and ptokens is not None:
         pq = "?" in ptokens
         f[_DI["p_q"]] = float(pq)
@@ -278,6 +314,9 @@ def _prepared_parent(parent: str) -> tuple[str, list[str]]:
 
 @dataclass(frozen=True, slots=True)
 class FeatureConfig:
+    """``dim`` hashed buckets for the lexical n-grams; ``dim=0`` turns the hashed block off
+    (a cue-only model, which is what ships: see docs/stance-model.md)."""
+
     dim: int = 1 << 18
     char_ngrams: bool = True
     parent_words: bool = True
@@ -298,6 +337,8 @@ def featurize(text: str | None, parent: str | None, cfg: FeatureConfig,
     letters = [c for c in raw if c.isalpha()]
     if len(letters) >= 6:
         dense[_DI["caps"]] = float(sum(c.isupper() for c in letters) / len(letters) > 0.6)
+    if cfg.dim <= 0:
+        return np.empty(0, dtype=np.int64), dense
     idx = np.unique(np.asarray(sparse_features(toks, ptoks, cfg.dim, cfg.char_ngrams,
                                                cfg.parent_words), dtype=np.int64))
     return idx, dense
@@ -325,9 +366,10 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 class LinearStanceClassifier:
-    """Hashed n-grams + shared cue block → multinomial logistic regression.
+    """Shared cue block (+ optional hashed n-grams) → multinomial logistic regression.
 
-    ``w_sparse``: (dim, 4) weights of the hashed buckets; ``w_dense``: (len(DENSE), 4);
+    ``w_sparse``: (dim, 4) weights of the hashed buckets (``dim`` may be 0: no lexical
+    block); ``w_dense``: (len(DENSE), 4);
     ``offsets``: per-class additions to the log-probabilities in the decision rule.
     Hashed weights are scaled by ``1/sqrt(active buckets)`` of the post.
     """

@@ -196,6 +196,48 @@ def test_round_trip_small_random_model(tmp_path: Path) -> None:
     np.testing.assert_allclose(m2.predict_proba(texts), m.predict_proba(texts), rtol=1e-6)
 
 
+def test_shipped_model_is_cue_only(model: LinearStanceClassifier) -> None:
+    """The shipped model has no hashed n-gram block (docs/stance-model.md: n-grams lowered
+    leave-one-event-out macro-F1), so Dutch and English go through the same features."""
+    assert model.cfg.dim == 0
+    assert model.w_sparse.shape == (0, len(STANCES))
+    assert model.meta["loeo"]["pooled_macro_f1_nested_offsets"] > 0.5
+
+
+# new cue classes of stance-cues-2 (doubt, insult): a Dutch and an English phrasing hit the
+# same cue features, so they must get the same probabilities
+PARITY = [
+    ("Wie gelooft dit nou? Niet verspreiden", "Who believes this? Do not spread it", "deny"),
+    ("Wat een sukkel, hou je mond", "What an idiot, shut up", "deny"),
+    ("Voorbarig, eerst de feiten afwachten", "Jumping to conclusions, wait for the facts",
+     "deny"),
+]
+
+
+@pytest.mark.parametrize(("nl", "en", "label"), PARITY)
+def test_dutch_english_cue_parity(model: LinearStanceClassifier, nl: str, en: str,
+                                  label: str) -> None:
+    r_nl, r_en = model.classify([nl, en], [CLAIM_NL, CLAIM_EN])
+    assert r_nl.label == r_en.label == label
+    for s in STANCES:
+        assert math.isclose(r_nl.probs[s], r_en.probs[s], abs_tol=1e-6)
+
+
+def test_round_trip_cue_only_model(tmp_path: Path) -> None:
+    from models.stance import DENSE
+    cfg = FeatureConfig(dim=0, char_ngrams=False, parent_words=False)
+    rng = np.random.default_rng(1)
+    m = LinearStanceClassifier(np.zeros((0, len(STANCES)), dtype=np.float32),
+                               rng.normal(size=(len(DENSE), len(STANCES))).astype(np.float32),
+                               np.array([0.1, 0.2, 0.3, 0.0]), cfg)
+    m.save(tmp_path)
+    m2 = LinearStanceClassifier.load(tmp_path)
+    assert m2.cfg == cfg
+    texts = ["klopt dit?", "fake news", "hello world foo bar", ""]
+    np.testing.assert_allclose(m2.predict_proba(texts, ["x", None, "", "y"]),
+                               m.predict_proba(texts, ["x", None, "", "y"]), rtol=1e-6)
+
+
 def test_load_rejects_wrong_lexicon(model: LinearStanceClassifier, tmp_path: Path) -> None:
     model.save(tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())

@@ -5,17 +5,19 @@
 Data: ``stance/rumoureval2017-traindev.{posts,labels}.jsonl`` (English PHEME reply threads).
 Every thread is assigned to its PHEME event (from the source post's hashtags/keywords, then
 its date) and everything is validated **leave-one-event-out**: a model trained on the other
-events predicts the held-out event; threads never straddle a split.  The per-class decision
-offsets are chosen *nested*: for each held-out event they are tuned on inner
-leave-one-event-out predictions of the remaining events only, so the reported figures never
-saw the held-out event.  The shipped model is trained on all events, with offsets tuned on
-the outer out-of-fold predictions.
+events predicts the held-out event; threads never straddle a split.  The cue block's L2
+(from ``L2_DENSE_GRID``) and the per-class decision offsets are chosen *nested*: for each
+held-out event they are picked on inner leave-one-event-out predictions of the remaining
+events only, so the reported figures never saw the held-out event.  The shipped model is
+trained on all events, with the L2 and offsets picked on the outer out-of-fold predictions.
+
+Default: the cue block only (``--hash-bits 0``), standardised.  The earlier n-gram model
+(stance-cues-1 era) is ``--hash-bits 18 --l2-dense 0.001 --no-standardise --steps 60``.
 
 Model: see :mod:`models.stance`.  Optimiser: full-batch L-BFGS (torch on CPU, one thread,
 float64) on the class-weighted multinomial cross-entropy with L2 — the same features, data
 and ``--seed`` give the same weights (nothing is sampled; the seed is recorded and seeds
-torch for good measure).  Hyper-parameters were picked from a small leave-one-event-out
-grid (see docs/stance-model.md).
+torch for good measure).  See docs/stance-model.md.
 """
 
 from __future__ import annotations
@@ -140,10 +142,15 @@ def build(posts: list[dict[str, Any]], gold: dict[str, str], cfg: FeatureConfig)
 @dataclass(frozen=True)
 class HParams:
     l2_sparse: float = 1e-3
-    l2_dense: float = 1e-3
+    l2_dense: float = 0.1
     class_power: float = 1.0  # class weight = (n / count) ** power
     lexical_dropout_copies: float = 0.5  # weight of the cue-only copy of every post
-    steps: int = 60
+    steps: int = 100
+    standardise: bool = True  # fit the cue block on z-scores (folded back into the weights)
+
+
+# the cue block's L2, picked by leave-one-event-out (nested in the report)
+L2_DENSE_GRID: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
 
 
 def _sparse_design(idx: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -156,15 +163,27 @@ def _sparse_design(idx: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def train(ds: Dataset, sel: np.ndarray, cfg: FeatureConfig, hp: HParams,
           seed: int) -> LinearStanceClassifier:
-    """Fit on the rows ``sel`` of ``ds`` (plus their cue-only copies)."""
+    """Fit on the rows ``sel`` of ``ds`` (plus their cue-only copies when there is a
+    hashed lexical block).  With ``hp.standardise`` the cue block is fitted on z-scores of
+    the training rows (the L2 then acts on standardised weights); the scaling is folded back
+    into the returned weights, so the runtime model needs no extra step."""
     idx = [ds.idx[i] for i in sel]
     dense = ds.dense[sel].astype(np.float64)
+    mu = np.zeros(dense.shape[1])
+    sd = np.ones(dense.shape[1])
+    if hp.standardise:
+        mu = dense.mean(axis=0)
+        sd = dense.std(axis=0)
+        sd[sd < 1e-6] = 1.0
+        mu[0], sd[0] = 0.0, 1.0  # the bias column stays 1
+        dense = (dense - mu) / sd
     y = ds.y[sel]
     n = len(sel)
     counts = np.bincount(y, minlength=K).astype(np.float64)
     cw = (n / np.maximum(counts, 1.0)) ** hp.class_power
     sw = cw[y]
-    if hp.lexical_dropout_copies > 0:
+    lexical = cfg.dim > 0
+    if lexical and hp.lexical_dropout_copies > 0:
         idx = idx + [np.empty(0, dtype=np.int64)] * n
         dense = np.vstack([dense, dense])
         y = np.concatenate([y, y])
@@ -172,15 +191,17 @@ def train(ds: Dataset, sel: np.ndarray, cfg: FeatureConfig, hp: HParams,
     sw = sw / sw.sum()
     rows, cols_full, vals = _sparse_design(idx)
     used, cols = np.unique(cols_full, return_inverse=True)  # train only the seen buckets
-    nu = len(used)
+    nu = len(used) if lexical else 0
     m = len(y)
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    crow = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=m))))
-    # rows ascend and each row's buckets ascend (np.unique), as CSR wants
-    x_sp = torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(cols),
-                                   torch.from_numpy(vals), (m, nu), dtype=torch.float64,
-                                   check_invariants=False)
+    x_sp: torch.Tensor | None = None
+    if nu:
+        crow = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=m))))
+        # rows ascend and each row's buckets ascend (np.unique), as CSR wants
+        x_sp = torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(cols),
+                                       torch.from_numpy(vals), (m, nu), dtype=torch.float64,
+                                       check_invariants=False)
     x_dn = torch.from_numpy(dense)
     yt = torch.from_numpy(y)
     swt = torch.from_numpy(sw)
@@ -194,7 +215,9 @@ def train(ds: Dataset, sel: np.ndarray, cfg: FeatureConfig, hp: HParams,
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        z = torch.sparse.mm(x_sp, ws) + x_dn @ wd
+        z = x_dn @ wd
+        if x_sp is not None:
+            z = z + torch.sparse.mm(x_sp, ws)
         nll = torch.nn.functional.cross_entropy(z, yt, reduction="none")
         loss = (nll * swt).sum() + 0.5 * hp.l2_sparse * (ws * ws).sum() \
             + 0.5 * (reg_d * wd * wd).sum()
@@ -202,9 +225,12 @@ def train(ds: Dataset, sel: np.ndarray, cfg: FeatureConfig, hp: HParams,
         return loss
 
     opt.step(closure)
-    w_full = np.zeros((cfg.dim, K), dtype=np.float32)
-    w_full[used] = ws.detach().numpy()  # buckets never seen in training stay exactly zero
-    wd_np = wd.detach().numpy()
+    w_full = np.zeros((max(cfg.dim, 0), K), dtype=np.float32)
+    if nu:
+        w_full[used] = ws.detach().numpy()  # buckets never seen in training stay exactly zero
+    wz = wd.detach().numpy()
+    wd_np = wz / sd[:, None]  # z-scores -> raw features: x @ (w / sd) - (mu / sd) @ w
+    wd_np[0] -= (mu / sd) @ wz
     return LinearStanceClassifier(w_full, wd_np.astype(np.float32),
                                   np.zeros(K, dtype=np.float32), cfg)
 
@@ -275,8 +301,29 @@ def oof_logp(ds: Dataset, sel: np.ndarray, cfg: FeatureConfig, hp: HParams,
     return out
 
 
-def loeo_report(ds: Dataset, cfg: FeatureConfig, hp: HParams, seed: int,
+def _select(ds: Dataset, rows: np.ndarray, cfg: FeatureConfig, grid: list[HParams],
+            seed: int) -> tuple[int, np.ndarray, float, np.ndarray]:
+    """Pick the hyper-parameters from ``grid`` by leave-one-event-out over the events of
+    ``rows`` only: (index into ``grid``, its offsets tuned on those predictions, the
+    macro-F1 they reach, the predictions).  Ties keep the earlier grid entry."""
+    best: tuple[int, np.ndarray, float, np.ndarray] | None = None
+    for g, hp in enumerate(grid):
+        lp = oof_logp(ds, rows, cfg, hp, seed)
+        off = tune_offsets(lp, ds.y[rows])
+        f = macro_f1(ds.y[rows], (lp + off).argmax(1))
+        if best is None or f > best[2] + 1e-9:
+            best = (g, off, f, lp)
+    if best is None:
+        raise ValueError("empty hyper-parameter grid")
+    return best
+
+
+def loeo_report(ds: Dataset, cfg: FeatureConfig, hp: HParams | list[HParams], seed: int,
                 nested: bool = True) -> dict[str, Any]:
+    """Leave-one-event-out report.  With ``nested``, each held-out event gets the grid
+    entry and the offsets chosen on inner leave-one-event-out predictions of the other
+    events only (the honest figure).  Without it, the first grid entry and no offsets."""
+    grid = hp if isinstance(hp, list) else [hp]
     allrows = np.arange(len(ds.y))
     events = np.asarray(ds.events)
     logp = np.zeros((len(ds.y), K))
@@ -285,13 +332,12 @@ def loeo_report(ds: Dataset, cfg: FeatureConfig, hp: HParams, seed: int,
     for ev in sorted(set(ds.events)):
         test = events == ev
         train_rows = allrows[~test]
-        model = train(ds, train_rows, cfg, hp, seed)
-        logp[test] = scores(model, ds, allrows[test])
         if nested:
-            inner = oof_logp(ds, train_rows, cfg, hp, seed)
-            off = tune_offsets(inner, ds.y[train_rows])
+            g, off, _, _ = _select(ds, train_rows, cfg, grid, seed)
         else:
-            off = np.zeros(K)
+            g, off = 0, np.zeros(K)
+        model = train(ds, train_rows, cfg, grid[g], seed)
+        logp[test] = scores(model, ds, allrows[test])
         pred_nested[test] = (logp[test] + off).argmax(1)
         y = ds.y[test]
         per_event[ev] = {
@@ -300,9 +346,11 @@ def loeo_report(ds: Dataset, cfg: FeatureConfig, hp: HParams, seed: int,
             "macro_f1_raw": round(macro_f1(y, logp[test].argmax(1)), 4),
             "macro_f1": round(macro_f1(y, pred_nested[test]), 4),
             "offsets": [round(float(v), 2) for v in off],
+            "l2_dense": grid[g].l2_dense,
         }
     y = ds.y
-    pooled_off = tune_offsets(logp, y)
+    # the shipped configuration: grid entry and offsets chosen on all events' LOEO output
+    g_all, pooled_off, pooled_f1, pooled_logp = _select(ds, allrows, cfg, grid, seed)
     return {
         "events": per_event,
         "pooled_macro_f1_argmax": round(macro_f1(y, logp.argmax(1)), 4),
@@ -313,10 +361,11 @@ def loeo_report(ds: Dataset, cfg: FeatureConfig, hp: HParams, seed: int,
         "mean_event_macro_f1_nested": round(float(np.mean(
             [v["macro_f1"] for v in per_event.values()])), 4),
         "accuracy_nested": round(float(np.mean(pred_nested == y)), 4),
+        "selected_l2_dense": grid[g_all].l2_dense,
         "pooled_offsets": [round(float(v), 2) for v in pooled_off],
-        "pooled_macro_f1_pooled_offsets_optimistic": round(
-            macro_f1(y, (logp + pooled_off).argmax(1)), 4),
-        "_logp": logp,
+        "pooled_macro_f1_pooled_offsets_optimistic": round(pooled_f1, 4),
+        "_selected": grid[g_all],
+        "_logp": pooled_logp,
     }
 
 
@@ -325,11 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--hash-bits", type=int, default=18)
+    ap.add_argument("--hash-bits", type=int, default=0,
+                    help="hashed n-gram block of 2^bits buckets; 0 (default) = cue block only")
     ap.add_argument("--no-char-ngrams", action="store_true")
     ap.add_argument("--no-parent-words", action="store_true")
-    ap.add_argument("--l2", type=float, default=HParams.l2_sparse)
-    ap.add_argument("--l2-dense", type=float, default=HParams.l2_dense)
+    ap.add_argument("--l2", type=float, default=HParams.l2_sparse, help="L2 of the n-grams")
+    ap.add_argument("--l2-dense", type=str, default=",".join(map(str, L2_DENSE_GRID)),
+                    help="comma-separated L2 grid of the cue block (picked by LOEO)")
+    ap.add_argument("--no-standardise", action="store_true",
+                    help="fit the cue block on raw values (the stance-cues-1 model did)")
     ap.add_argument("--class-power", type=float, default=HParams.class_power)
     ap.add_argument("--cue-copies", type=float, default=HParams.lexical_dropout_copies)
     ap.add_argument("--steps", type=int, default=HParams.steps)
@@ -338,28 +391,31 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     t0 = time.time()
-    cfg = FeatureConfig(1 << args.hash_bits, not args.no_char_ngrams, not args.no_parent_words)
-    hp = HParams(args.l2, args.l2_dense, args.class_power, args.cue_copies, args.steps)
+    bits = args.hash_bits
+    cfg = FeatureConfig(1 << bits if bits > 0 else 0, bits > 0 and not args.no_char_ngrams,
+                        bits > 0 and not args.no_parent_words)
+    grid = [HParams(args.l2, float(v), args.class_power, args.cue_copies, args.steps,
+                    not args.no_standardise) for v in args.l2_dense.split(",") if v.strip()]
     posts, gold = load_rumoureval(args.data)
     ds = build(posts, gold, cfg)
     ev_counts = Counter(ds.events)
     print(f"posts {len(ds.y)}  labels {dict(Counter(STANCES[k] for k in ds.y))}")  # noqa: T201
     print(f"events {dict(sorted(ev_counts.items()))}")  # noqa: T201
-    rep = loeo_report(ds, cfg, hp, args.seed, nested=not args.no_nested)
-    logp = rep.pop("_logp")
+    rep = loeo_report(ds, cfg, grid, args.seed, nested=not args.no_nested)
+    rep.pop("_logp")
+    hp: HParams = rep.pop("_selected")
     print(json.dumps(rep, indent=2))  # noqa: T201
 
     model = train(ds, np.arange(len(ds.y)), cfg, hp, args.seed)
     model.offsets = np.asarray(rep["pooled_offsets"], dtype=np.float32)
     model.meta = {
         "trained_on": "rumoureval2017-traindev (all events)", "seed": args.seed,
-        "hparams": hp.__dict__,
+        "hparams": hp.__dict__, "l2_dense_grid": [h.l2_dense for h in grid],
         "loeo": {k: rep[k] for k in ("pooled_macro_f1_nested_offsets",
                                      "per_class_f1_nested_offsets",
                                      "mean_event_macro_f1_nested", "pooled_macro_f1_argmax")},
         "loeo_per_event_macro_f1": {k: v["macro_f1"] for k, v in rep["events"].items()},
     }
-    del logp
     if not args.no_write:
         model.save(args.out)
         size = sum(f.stat().st_size for f in Path(args.out).iterdir())
