@@ -583,6 +583,12 @@ async def baseline(settings: Settings, path: Path, tag: str) -> tuple[float, flo
         delete_topics(settings, [topic])
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM ends the soak like Ctrl-C: the ``finally`` blocks stop the worker and drop the
+    run's topics and Redis keys (Python's default SIGTERM exits without running them)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -610,6 +616,7 @@ def main() -> int:
                     help="do not record the result for docs/reliability.md")
     ap.add_argument("--keep", action="store_true", help="keep topics, Redis keys, temp files")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
 
     if args.duration_minutes is None:
         args.duration_minutes = float(max(60, min(720, round(args.posts * 720 / 1e6))))
