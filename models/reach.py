@@ -55,6 +55,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models.official import OfficialRegistry
+from models.pending import PendingBuffer
 from models.times import parse_time
 
 __all__ = [
@@ -282,17 +283,12 @@ class ReachTracker:
         self.milestones = tuple(sorted(set(milestones)))
         self.max_posts = max_posts
         self.max_ids_per_post = max_ids_per_post
-        self.pending_horizon_s = pending_horizon_s
-        self.pending_wall_s = pending_wall_s
-        self.max_pending = max_pending
-        self._clock = clock
         self.posts: dict[str, OfficialPostReach] = {}
-        self._pending: dict[str, dict[str, _Engagement]] = {}
-        # (event time, parent, engagement id, arrival on ``clock``), in arrival order
-        self._pending_order: deque[tuple[float, str, str, float]] = deque()
-        self._pending_n = 0
+        # engagements whose parent is not (yet) a known official post
+        self._pending: PendingBuffer[_Engagement] = PendingBuffer(
+            horizon_s=pending_horizon_s, wall_s=pending_wall_s, max_items=max_pending,
+            clock=clock)
         self.watermark: float | None = None  # newest event time seen
-        self.dropped_pending = 0  # engagements forgotten unmatched (normal for non-official)
 
     # -- feeding ------------------------------------------------------------------------
     def feed(self, posts: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -354,49 +350,29 @@ class ReachTracker:
             max_ids=self.max_ids_per_post,
         )
         self.posts[pid] = state
-        waiting = self._pending.pop(pid, None)
-        if waiting:
-            self._pending_n -= len(waiting)
-            for eng in waiting.values():
-                state.add(eng)
+        for eng in self._pending.take(pid).values():
+            state.add(eng)
         if len(self.posts) > self.max_posts:
             oldest = min(self.posts.values(), key=lambda s: (s.ts is None, s.ts or 0.0))
             del self.posts[oldest.id]
         return state
 
     def _park(self, parent: str, eng: _Engagement) -> None:
-        bucket = self._pending.setdefault(parent, {})
-        if eng.id in bucket:
-            return
-        bucket[eng.id] = eng
-        self._pending_n += 1
-        when = eng.ts if eng.ts is not None else (self.watermark or 0.0)
-        self._pending_order.append((when, parent, eng.id, self._clock()))
+        self._pending.park(parent, eng.id, eng, eng.ts, self.watermark)
 
     def _expire(self) -> None:
-        horizon = (self.watermark - self.pending_horizon_s) if self.watermark is not None \
-            else None
-        arrived_before = self._clock() - self.pending_wall_s
-        order = self._pending_order
-        while order and (self._pending_n > self.max_pending
-                         or (horizon is not None and order[0][0] < horizon
-                             and order[0][3] <= arrived_before)):
-            _, parent, eid, _ = order.popleft()
-            bucket = self._pending.get(parent)
-            if bucket is None or bucket.pop(eid, None) is None:
-                continue  # already drained into a tracked post
-            self._pending_n -= 1
-            self.dropped_pending += 1
-            if not bucket:
-                del self._pending[parent]
-        if not self._pending:
-            order.clear()
+        self._pending.expire(self.watermark)
 
     # -- reading ------------------------------------------------------------------------
     @property
     def pending(self) -> int:
         """Engagements waiting for a parent that is not (yet) a known official post."""
-        return self._pending_n
+        return len(self._pending)
+
+    @property
+    def dropped_pending(self) -> int:
+        """Engagements forgotten unmatched (normal for replies to non-official posts)."""
+        return self._pending.dropped
 
     def get(self, post_id: str) -> dict[str, Any] | None:
         state = self.posts.get(post_id)

@@ -22,8 +22,9 @@ and tolerant of out-of-order arrival: candidate replies whose parent is not know
 official replies whose question is not known yet, wait in bounded buffers
 (``max_pending`` entries) and are resolved when the parent / question arrives. A waiting
 entry is dropped once it is more than ``pending_horizon_s`` of event time behind the newest
-post seen *and* arrived more than ``pending_wall_s`` of processing time ago (the same rule
-as :class:`models.reach.ReachTracker`: partitions read side by side, after a restart or on a
+post seen *and* arrived more than ``pending_wall_s`` of processing time ago (the buffer,
+:class:`models.pending.PendingBuffer`, is the one :class:`models.reach.ReachTracker` uses:
+partitions read side by side, after a restart or on a
 slow machine, can put a reply many minutes of event time ahead of its parent).
 """
 
@@ -40,6 +41,7 @@ from typing import Any
 
 from models.event import OfficialAccount
 from models.official import OfficialRegistry
+from models.pending import PendingBuffer
 from models.reach import author_key, record_kind
 from models.text import fold, mentions, normalize
 from models.times import parse_time
@@ -52,6 +54,8 @@ __all__ = [
     "questions_summary",
 ]
 
+# tables of the pending buffer
+_CAND, _ANSWERS, _FOLLOWUPS = "candidate", "answer", "followup"
 _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 _LEADING_MENTIONS = re.compile(r"^(?:\s*@[\w.\-]+(?:@[\w.\-]+)?[,:]?)+\s*")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -188,25 +192,18 @@ class WebcareQueue:
                  max_threads: int = 200_000, max_official_posts: int = 100_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
-        self.pending_horizon_s = pending_horizon_s
-        self.pending_wall_s = pending_wall_s
-        self._clock = clock
-        self.max_pending = max_pending
         self.max_threads = max_threads
         self.max_official_posts = max_official_posts
         self.items: dict[str, WebcareItem] = {}
         self._official_posts: dict[str, OfficialAccount] = {}
         # post id -> question id, for the question itself and follow-ups in its thread
         self._thread: dict[str, str] = {}
-        # candidate requests waiting for their parent: parent id -> {post id: post}
-        self._cand: dict[str, dict[str, Mapping[str, Any]]] = {}
-        # official replies waiting for their parent: parent id -> {post id: answer}
-        self._answers: dict[str, dict[str, _Answer]] = {}
-        # asker follow-ups waiting for their parent: parent id -> {post id: asker key}
-        self._followups: dict[str, dict[str, str | None]] = {}
-        # (event time, table, parent, post id, arrival on ``clock``), in arrival order
-        self._order: deque[tuple[float, str, str, str, float]] = deque()
-        self._n_pending = 0
+        # records waiting for their parent, one bound over three tables: candidate requests
+        # (_CAND: the post), official replies (_ANSWERS: an _Answer) and asker follow-ups
+        # (_FOLLOWUPS: the asker key)
+        self._pending: PendingBuffer[Any] = PendingBuffer(
+            horizon_s=pending_horizon_s, wall_s=pending_wall_s, max_items=max_pending,
+            clock=clock)
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
         self.watermark: float | None = None
@@ -252,18 +249,18 @@ class WebcareQueue:
             if len(self._official_posts) > self.max_official_posts:
                 self._official_posts.pop(next(iter(self._official_posts)))
             # requests that replied to this post before it arrived
-            for cand in self._unpark(self._cand, pid).values():
+            for cand in self._pending.take(pid, table=_CAND).values():
                 changes.extend(self._consider(cand, parent_account=acc))
             if reply_to is not None:
                 answer = _Answer(pid, acc, _str(post.get("created_at")), ts)
                 if reply_to in self._thread:
                     changes.extend(self._answer(self._thread[reply_to], answer))
                 else:
-                    self._park(self._answers, reply_to, pid, answer, ts)
+                    self._pending.park(reply_to, pid, answer, ts, self.watermark, table=_ANSWERS)
             if pid in self._thread:  # asker follow-ups to this answer that came first
                 changes.extend(self._adopt_followups(pid, self._thread[pid]))
             else:
-                self._unpark(self._followups, pid)
+                self._pending.take(pid, table=_FOLLOWUPS)
             return changes
         parent_acc = self._official_posts.get(reply_to) if reply_to else None
         changes.extend(self._consider(post, parent_account=parent_acc,
@@ -277,7 +274,7 @@ class WebcareQueue:
                     changes.extend(self._drain_answers(pid, q))
                     changes.extend(self._adopt_followups(pid, q))
             else:
-                self._park(self._followups, reply_to, pid, asker, ts)
+                self._pending.park(reply_to, pid, asker, ts, self.watermark, table=_FOLLOWUPS)
         return changes
 
     def _consider(self, post: Mapping[str, Any], *, parent_account: OfficialAccount | None,
@@ -306,8 +303,8 @@ class WebcareQueue:
             if may_wait:
                 parent = post.get("reply_to")
                 if isinstance(parent, str) and parent:
-                    self._park(self._cand, parent, pid, post,
-                               parse_time(post.get("created_at")))
+                    self._pending.park(parent, pid, post, parse_time(post.get("created_at")),
+                                       self.watermark, table=_CAND)
             return []
         author = post.get("author")
         asker_handle = author.get("handle") if isinstance(author, Mapping) else None
@@ -330,7 +327,7 @@ class WebcareQueue:
         asker = self.items[question].asker
         todo = [post_id]
         while todo:
-            for fid, who in self._unpark(self._followups, todo.pop()).items():
+            for fid, who in self._pending.take(todo.pop(), table=_FOLLOWUPS).items():
                 if who == asker and fid not in self._thread:
                     self._set_thread(fid, question)
                     changes.extend(self._drain_answers(fid, question))
@@ -339,7 +336,7 @@ class WebcareQueue:
 
     def _drain_answers(self, post_id: str, question: str) -> list[dict[str, Any]]:
         changes: list[dict[str, Any]] = []
-        for answer in self._unpark(self._answers, post_id).values():
+        for answer in self._pending.take(post_id, table=_ANSWERS).values():
             changes.extend(self._answer(question, answer))
         return changes
 
@@ -372,43 +369,8 @@ class WebcareQueue:
         if len(self._thread) > self.max_threads:
             self._thread.pop(next(iter(self._thread)))
 
-    def _park(self, table: dict[str, dict[str, Any]], parent: str, pid: str, value: Any,
-              ts: float | None) -> None:
-        bucket = table.setdefault(parent, {})
-        if pid in bucket:
-            return
-        bucket[pid] = value
-        self._n_pending += 1
-        name = "c" if table is self._cand else ("a" if table is self._answers else "f")
-        self._order.append((ts if ts is not None else (self.watermark or 0.0), name, parent,
-                            pid, self._clock()))
-
-    def _unpark(self, table: dict[str, dict[str, Any]], parent: str) -> dict[str, Any]:
-        bucket = table.pop(parent, None)
-        if not bucket:
-            return {}
-        self._n_pending -= len(bucket)
-        return bucket
-
     def _expire(self) -> None:
-        horizon = (self.watermark - self.pending_horizon_s) if self.watermark is not None \
-            else None
-        tables: dict[str, dict[str, dict[str, Any]]] = {
-            "c": self._cand, "a": self._answers, "f": self._followups}
-        arrived_before = self._clock() - self.pending_wall_s
-        order = self._order
-        while order and (self._n_pending > self.max_pending
-                         or (horizon is not None and order[0][0] < horizon
-                             and order[0][4] <= arrived_before)):
-            _, name, parent, pid, _ = order.popleft()
-            bucket = tables[name].get(parent)
-            if bucket is None or bucket.pop(pid, None) is None:
-                continue
-            self._n_pending -= 1
-            if not bucket:
-                del tables[name][parent]
-        if self._n_pending == 0:
-            order.clear()
+        self._pending.expire(self.watermark)
 
     # -- reading ------------------------------------------------------------------------
     def open_items(self, now: float | str | datetime | None = None) -> list[dict[str, Any]]:
@@ -442,7 +404,7 @@ class WebcareQueue:
 
     @property
     def pending(self) -> int:
-        return self._n_pending
+        return len(self._pending)
 
 
 def _str(value: Any) -> str | None:
