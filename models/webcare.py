@@ -22,10 +22,10 @@ and tolerant of out-of-order arrival: candidate replies whose parent is not know
 official replies whose question is not known yet, wait in bounded buffers
 (``max_pending`` entries) and are resolved when the parent / question arrives. A waiting
 entry is dropped once it is more than ``pending_horizon_s`` of event time behind the newest
-post seen *and* arrived more than ``pending_wall_s`` of processing time ago (the buffer,
-:class:`models.pending.PendingBuffer`, is the one :class:`models.reach.ReachTracker` uses:
-partitions read side by side, after a restart or on a
-slow machine, can put a reply many minutes of event time ahead of its parent).
+post seen *and* arrived more than ``pending_wall_s`` of processing time ago. That is the
+rule of :class:`models.pending.PendingBuffer`, shared with :class:`models.reach.ReachTracker`:
+partitions read side by side, after a restart or on a slow machine, can put a reply many
+minutes of event time ahead of its parent.
 """
 
 from __future__ import annotations
