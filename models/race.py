@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,10 +86,15 @@ class RaceConfig:
     min_rumour_growth: int = 5
     confirm_minutes: int = 2
     clear_minutes: int = 3
+    #: evaluated minutes kept in :attr:`RebuttalRace.history` (the newest; a race lives as
+    #: long as its link, so an unbounded log would grow by a row per event-minute forever)
+    history_minutes: int = 24 * 60
 
     def __post_init__(self) -> None:
         if self.window_minutes < 1 or self.confirm_minutes < 1 or self.clear_minutes < 1:
             raise ValueError("window, confirm and clear minutes must be at least 1")
+        if self.history_minutes < 1:
+            raise ValueError("history_minutes must be at least 1")
 
     @property
     def grace(self) -> int:
@@ -112,11 +118,15 @@ class RebuttalRace:
     rebuttal_start: float | None = None  # epoch s of the official post
     state: str = "quiet"
     episodes: list[dict[str, Any]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    #: one row per evaluated minute, the newest ``config.history_minutes`` of them
+    history: deque[dict[str, Any]] = field(init=False, repr=False)
     _cursor: int | None = None  # next minute to evaluate
     _streak: int = 0
     _cum_rebuttal: int = 0
     _cum_rumour: int = 0
+
+    def __post_init__(self) -> None:
+        self.history = deque(maxlen=self.config.history_minutes)
 
     # -- input --------------------------------------------------------------------------
     def add_rebuttal(self, minute: int | float | str | datetime, count: int = 1) -> None:

@@ -722,6 +722,7 @@ def worker(
     from streams.kafka_admin import ensure_topics
     from streams.runtime import (
         event_from,
+        limit_malloc_arenas,
         sentiment_scorer_from,
         shift_config_from,
         store_from,
@@ -732,6 +733,7 @@ def worker(
     if not settings.kafka_configured:
         raise fail("no Kafka configured: set CROWDWATCH_KAFKA_BOOTSTRAP or run "
                    "`crowdwatch stack up` (or try `crowdwatch demo`)")
+    limit_malloc_arenas(settings.malloc_arena_max)  # before the worker's threads start
     try:
         event = event_from(settings, event_path)
     except EventConfigError as exc:

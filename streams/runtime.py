@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import platform
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -87,6 +90,24 @@ def sentiment_scorer_from(settings: Settings) -> SentimentScorer | None:
     if settings.sentiment_cache_size:
         return CachedScorer(scorer, maxsize=settings.sentiment_cache_size)
     return scorer
+
+
+M_ARENA_MAX = -8  # glibc malloc.h
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Cap glibc's malloc arenas for this process (``mallopt(M_ARENA_MAX, arenas)``); call
+    it before the worker starts its threads. True when the cap was set; False for 0 (keep
+    glibc's default) or where the C library is not glibc."""
+    if arenas < 0:
+        raise ValueError("arenas must be >= 0")
+    if arenas == 0 or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    libc = ctypes.CDLL(name)
+    return bool(libc.mallopt(ctypes.c_int(M_ARENA_MAX), ctypes.c_int(arenas)))
 
 
 def shift_config_from(settings: Settings) -> ShiftConfig:

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         "progress (at least stall_after_s), so its supervisor restarts it and the group "
         "rebalances; 0 = never. Not while the state store is unreachable"))
 
+    malloc_arena_max: int = Field(default=2, ge=0, le=64, description=(
+        "glibc malloc arenas for the worker process (mallopt M_ARENA_MAX, set at start); "
+        "0 = glibc's default (8 per core). Fewer arenas fragment less: the worker's memory "
+        "grew about half as fast in the soak with 2"))
+
     # --- ingest rules ---
     max_text_chars: int = Field(default=10_000, ge=1, description="Longer texts are dead-lettered")
     event_file: Path | None = Field(default=None, description="Event YAML; none = no tagging")

@@ -66,6 +66,19 @@ def test_rumour_out_runs_then_rebuttal_catches_up() -> None:
     assert hist["ratio_window"] == pytest.approx(80 / 40)
 
 
+def test_history_keeps_only_the_newest_minutes() -> None:
+    """A race lives as long as its link: its per-minute log must not grow forever."""
+    race = _race({m: 1 for m in range(0, 300)}, {m: 2 for m in range(0, 300)},
+                 history_minutes=60)
+    race.advance(M0 + 300)
+    assert len(race.history) == 60
+    assert race.history[0]["minute"] == "2027-04-27T16:00:00Z"  # minute 240
+    assert race.history[-1]["minute"] == "2027-04-27T16:59:00Z"
+    assert race.summary()["rumour_reach"] == 600  # totals are not windowed
+    with pytest.raises(ValueError):
+        RaceConfig(history_minutes=0)
+
+
 def test_rebuttal_wins_signal_stays_silent() -> None:
     rumour = {m: 3 for m in range(0, 30)}
     rebuttal = {m: 6 for m in range(5, 30)}

@@ -186,6 +186,26 @@ def test_clusters_expire_after_the_ttl_of_event_time() -> None:
     assert tracker.annotation("a") is None
 
 
+def test_annotations_are_released_with_their_posts_over_many_ttls() -> None:
+    """Memory is bounded by the active window: an annotation stays queued for release
+    until the clusterer has forgotten its post. Before, a post its (still growing) cluster
+    forgot only after the tracker's first check kept its annotation for good."""
+    ttl = 3600.0
+    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
+                            RumourScorer(RumourSettings()), stance=KeywordStance(),
+                            clock=lambda: 1.8e9)
+    posts = generate("rumour-rebuttal", seed=5, n_posts=12_000,
+                     duration_minutes=16 * ttl / 60).posts
+    _feed(tracker, posts)
+    annotated = set(tracker._annotations)
+    assert annotated <= set(tracker._arrivals)  # every annotation will be checked again
+    clusterer = tracker.clusterer
+    forgotten = [pid for pid in annotated if clusterer.cluster_of(pid) is None]
+    recent = sum(post_ts(p, 0.0) >= clusterer.watermark - 2 * ttl for p in posts)
+    assert len(forgotten) <= recent
+    assert len(annotated) <= clusterer.tracked_posts + recent < len(posts) / 3
+
+
 def test_post_time_falls_back_to_the_clock() -> None:
     assert post_ts({"created_at": "2027-04-27T12:00:00Z"}, 5.0) == 1808827200.0
     assert post_ts({"created_at": "gisteren"}, 5.0) == 5.0
