@@ -661,6 +661,12 @@ def main() -> int:
         sample_mod = max(1, valid // LATENCY_SAMPLES)
         checked = asyncio.run(verify(run, valid, malformed, sample_mod))
         counted = redis_posts(run.settings, run.tag)
+    except BaseException:
+        # the work dir (and the worker's log in it) is removed below: show why it died
+        code = run.proc.poll() if run.proc is not None else None
+        print(f"soak failed; worker exit code {code}; worker log (tail):\n{run.log_tail()}",
+              file=sys.stderr, flush=True)
+        raise
     finally:
         run.stop()
         if not args.keep:
