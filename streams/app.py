@@ -455,6 +455,10 @@ class Pipeline:
         them (``streams.rebuild``). The rebuild runs beside the agents (it is idempotent)."""
         guard = self.state_guard
 
+        @self.app.task
+        async def state_guard_at_start() -> None:  # a timer's first run waits an interval
+            await guard.check()
+
         @self.app.timer(interval=CHECK_EVERY_S, name="crowdwatch.state_guard", on_leader=False)
         async def state_guard() -> None:
             await guard.check()
