@@ -441,8 +441,33 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
     assert run.proc is not None
     pid = run.proc.pid
 
+    # a /metrics request that fails or takes over 10 s (Prometheus' default scrape timeout)
+    # is an outage a command post would see as a gap: count it and keep going; a worker that
+    # died or stopped progressing still ends the soak (below)
+    outages: list[tuple[float, float]] = []  # (start, end) seconds since t0
+    down_since: list[float | None] = [None]
+    last_scrape: list[tuple[dict[str, float], dict[float, float]]] = [
+        (dict.fromkeys(STAGES, 0.0), {})]
+
+    async def scrape_metrics(t0: float) -> tuple[dict[str, float], dict[float, float]]:
+        try:
+            got = await loop.run_in_executor(None, scrape, run.port)
+        except (OSError, ValueError) as exc:  # URLError and socket timeouts are OSErrors
+            if down_since[0] is None:
+                down_since[0] = at = time.time() - t0
+                print(f"  /metrics unanswered at {at / 60:.1f} min "
+                      f"({exc.__class__.__name__}: {exc}); load {load()}", flush=True)
+            return last_scrape[0]
+        if down_since[0] is not None:
+            outages.append((down_since[0], time.time() - t0))
+            print(f"  /metrics answers again after {outages[-1][1] - outages[-1][0]:.0f} s",
+                  flush=True)
+            down_since[0] = None
+        last_scrape[0] = got
+        return got
+
     async def take_sample(t0: float) -> Sample:
-        stages, _ = await loop.run_in_executor(None, scrape, run.port)
+        stages, _ = await scrape_metrics(t0)
         lag, committed = await loop.run_in_executor(None, lagger.lag)
         smp = Sample(time.time() - t0, rss_mb(pid), stages, lag, sent[0],
                      committed.get(s.topic_claims, 0))
@@ -467,7 +492,8 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
         await asyncio.sleep(2.0)
         if run.proc is not None and run.proc.poll() is not None:
             raise RuntimeError("worker exited during the soak:\n" + run.log_tail())
-        stages, buckets = await loop.run_in_executor(None, scrape, run.port)
+        stages, buckets = await scrape_metrics(t0)
+        stages = dict(stages)
         lag, committed = await loop.run_in_executor(None, lagger.lag)
         stages["claims"] = float(committed.get(s.topic_claims, 0))
         now = time.time()
@@ -497,9 +523,11 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
         samples.pop()  # the final sample replaces one taken just before
     await take_sample(t0)  # the final sample
     lagger.close()
-    return {"samples": samples, "done_at": done_at, "feed_start": feed_start,
-            "feed_end": feed_end, "stages": stages, "buckets": buckets, "stalled": stalled,
-            "t0": t0}
+    if down_since[0] is not None:
+        outages.append((down_since[0], time.time() - t0))
+    return {"samples": samples, "metrics_outages": outages, "done_at": done_at,
+            "feed_start": feed_start, "feed_end": feed_end, "stages": stages,
+            "buckets": buckets, "stalled": stalled, "t0": t0}
 
 
 async def verify(run: Run, valid_ids_expected: int, malformed: int, sample_mod: int
@@ -749,6 +777,10 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
           f"{stages['clustered']:,.0f}, rumour-stage recoveries "
           f"{stages['rumour_recoveries']:,.0f} ({stages['rumour_recovery_records']:,.0f} "
           "records replayed)")
+    outages = result.get("metrics_outages", [])
+    print(f"/metrics outages (a request failed or took > 10 s): {len(outages)}"
+          + (f", longest {max(b - a for a, b in outages):.0f} s, at "
+             + ", ".join(f"{a / 60:.1f} min" for a, _ in outages[:10]) if outages else ""))
     verdict = "bounded" if bounded else "GROWING" if bounded is not None \
         else "no verdict: run too short"
     print(f"worker RSS MB: start {rss[0]:,.0f}, peak {max(rss):,.0f}, end {rss[-1]:,.0f}; "
@@ -787,6 +819,9 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
             "rss_growth_last_half_mb": round(growth, 1), "memory_verdict": verdict,
             "event_minutes": args.duration_minutes, "load": load(),
             "cores": os.cpu_count(), "cpu": describe(), "seconds": round(end - start, 1),
+            "metrics_outages": len(outages),
+            "metrics_outage_longest_s": round(max((b - a for a, b in outages), default=0.0),
+                                              1),
         })
         render()
     ok = finished and checked["lost"] == 0

@@ -134,6 +134,11 @@ def _soak(rows: list[dict[str, Any]]) -> list[str]:
             + (f"; enrichment p95 {r['enrich_latency_p95_s']:.2f} s"
                if r.get("enrich_latency_p95_s") is not None else "") + ";",
             f"- lost: **{r['lost']}**, counted twice: {r.get('double_counted', 0)};",
+            *([f"- /metrics outages (a request failed or took over 10 s): "
+               f"{r['metrics_outages']}"
+               + (f", the longest {r['metrics_outage_longest_s']:,.0f} s"
+                  if r["metrics_outages"] else "") + ";"]
+              if "metrics_outages" in r else []),
             f"- worker memory (RSS) at start {r['rss_mb'][0]:,.0f} MB, peak "
             f"{max(r['rss_mb']):,.0f} MB, end {r['rss_mb'][-1]:,.0f} MB; growth over the last "
             f"half {r.get('rss_growth_last_half_mb', 0):+,.0f} MB"
