@@ -207,6 +207,9 @@ class OnlineClusterer:
         # peak number of active clusters so memory stays bounded if nobody calls expire()
         self._expired_pending: list[Cluster] = []
         self._peak_active = 0
+        # text -> MinHash signature while one add_batch() runs: a root's signature is needed
+        # by the embedding pre-pass, its placement and its indexing (and reposts repeat texts)
+        self._signatures: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ lookups
 
@@ -227,17 +230,21 @@ class OnlineClusterer:
         """Assign posts in order. Embeddings are computed in one batch for the roots
         that the near-duplicate index cannot place (results equal :meth:`add` one by
         one with the same embedder)."""
-        vectors: dict[str, np.ndarray] = {}
-        if self.embedder is not None:
-            need = [p for p in posts if self._needs_vector(p)]
-            if need:
-                texts: dict[str, None] = {}
-                for p in need:
-                    texts.setdefault(p.text, None)
-                vecs = self.embedder.embed(list(texts))
-                by_text = dict(zip(texts, vecs, strict=True))
-                vectors = {p.id: by_text[p.text] for p in need}
-        return [self.add(p, vectors.get(p.id)) for p in posts]
+        self._signatures = {}
+        try:
+            vectors: dict[str, np.ndarray] = {}
+            if self.embedder is not None:
+                need = [p for p in posts if self._needs_vector(p)]
+                if need:
+                    texts: dict[str, None] = {}
+                    for p in need:
+                        texts.setdefault(p.text, None)
+                    vecs = self.embedder.embed(list(texts))
+                    by_text = dict(zip(texts, vecs, strict=True))
+                    vectors = {p.id: by_text[p.text] for p in need}
+            return [self.add(p, vectors.get(p.id)) for p in posts]
+        finally:
+            self._signatures = None
 
     def _needs_vector(self, p: ClusterInput) -> bool:
         if p.id in self._post_cluster or (p.parent and p.kind in ENGAGEMENT_KINDS):
@@ -386,7 +393,13 @@ class OnlineClusterer:
     # ------------------------------------------------------------------ indexes
 
     def _minhash(self, text: str) -> np.ndarray:
-        return self._hasher.signature(shingles(text, self.settings.shingle_chars))
+        memo = self._signatures
+        if memo is not None and (sig := memo.get(text)) is not None:
+            return sig
+        sig = self._hasher.signature(shingles(text, self.settings.shingle_chars))
+        if memo is not None:
+            memo[text] = sig
+        return sig
 
     def _near_duplicate(self, mh: np.ndarray) -> str | None:
         best: tuple[float, str] | None = None

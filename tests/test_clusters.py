@@ -592,3 +592,24 @@ def test_a_claim_that_stays_hot_forever_is_bounded_by_the_window() -> None:
     assert cl is not None and cl.size == 3001  # counts stay exact
     late = c.add(ClusterInput("late", "klopt dit?", T0 + 10.0 * 3001, "reply", "root"))
     assert late.cluster_id == cl.id  # the claim itself is never forgotten while it lives
+
+
+def test_add_batch_computes_each_texts_minhash_once() -> None:
+    """A root's signature serves the embedding pre-pass, its placement and its indexing;
+    reposts repeat it. One add_batch() hashes each distinct text once, and forgets them."""
+    traffic = generate("rumour-rebuttal", seed=8, n_posts=600, duration_minutes=60)
+    inputs = [_input(p) for p in traffic.posts]
+    c = _clusterer(ttl_s=1800)
+    hashed: list[int] = []
+    signature = c._hasher.signature
+
+    def counting(items: Any) -> np.ndarray:
+        hashed.append(1)
+        return signature(items)
+
+    c._hasher.signature = counting  # type: ignore[method-assign]
+    reference = _clusterer(ttl_s=1800)
+    assert c.add_batch(inputs) == _feed(reference, inputs)
+    roots = {p.text for p in inputs if not (p.parent and p.kind in ENGAGEMENT_KINDS)}
+    assert 0 < len(hashed) <= len(roots)
+    assert c._signatures is None
