@@ -374,6 +374,9 @@ def make_run(settings: Settings, args: argparse.Namespace, logdir: Path) -> Run:
     env["HF_HUB_OFFLINE"] = "1"
     for key, value in values.items():
         env[f"CROWDWATCH_{key.upper()}"] = str(value)
+    for item in args.worker_env:  # A/B runs of one setting, e.g. MALLOC_TRIM_EVERY_S=0
+        key, _, value = item.partition("=")
+        env[f"CROWDWATCH_{key.upper().removeprefix('CROWDWATCH_')}"] = value
     topics = [values[k] for k in ("topic_raw", "topic_enriched", "topic_deadletter",
                                   "topic_scored", "topic_signals", "topic_claims",
                                   "topic_cluster_events")]
@@ -643,6 +646,9 @@ def main() -> int:
     ap.add_argument("--no-record", action="store_true",
                     help="do not record the result for docs/reliability.md")
     ap.add_argument("--keep", action="store_true", help="keep topics, Redis keys, temp files")
+    ap.add_argument("--worker-env", action="append", default=[], metavar="SETTING=VALUE",
+                    help="a worker setting for this run (CROWDWATCH_ prefix optional; "
+                    "repeatable), e.g. MALLOC_TRIM_EVERY_S=0")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
 
@@ -743,7 +749,8 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
     print("=" * 78)
     print(f"soak: {valid:,} generated posts ({args.scenario}) + {malformed:,} malformed, "
           f"1 worker, full pipeline (sentiment {args.sentiment}, embedder {args.embedder}, "
-          f"alerts {'-> Alertmanager' if args.alertmanager else 'off'}); "
+          f"alerts {'-> Alertmanager' if args.alertmanager else 'off'}"
+          f"{'; ' + ' '.join(args.worker_env) if args.worker_env else ''}); "
           f"{describe()}, load now {load()}")
     print(f"offered {offered:,.0f} posts/s (--rate {args.rate:,.0f}); fed in "
           f"{feed_secs:,.0f} s, done in {end - start:,.0f} s"
@@ -819,6 +826,7 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
             "rss_growth_last_half_mb": round(growth, 1), "memory_verdict": verdict,
             "event_minutes": args.duration_minutes, "load": load(),
             "cores": os.cpu_count(), "cpu": describe(), "seconds": round(end - start, 1),
+            "worker_env": args.worker_env,
             "metrics_outages": len(outages),
             "metrics_outage_longest_s": round(max((b - a for a, b in outages), default=0.0),
                                               1),

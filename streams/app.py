@@ -54,6 +54,7 @@ from streams.metrics import (
 )
 from streams.rebuild import CHECK_EVERY_S, RebuildMetrics, StateGuard
 from streams.rumours import RumourStage
+from streams.runtime import trim_malloc
 from streams.settings import Settings
 from streams.state import RetryingStore, StateStore
 from streams.watchdog import (
@@ -408,10 +409,24 @@ class Pipeline:
         self.watchdog_clock: Callable[[], float] = time.monotonic
         self._restart_held = False  # restart due but held back (store unreachable), logged
 
+        if self.settings.malloc_trim_every_s > 0:
+            @self.app.timer(interval=self.settings.malloc_trim_every_s,
+                            name="crowdwatch.malloc_trim")
+            async def malloc_trim() -> None:
+                await self.trim_memory()
+
         @self.app.timer(interval=2.0)
         async def lag_timer() -> None:
             self.update_lag_metrics()
             await self.check_restart()
+
+    async def trim_memory(self) -> int | None:
+        """Hand malloc's free memory back to the OS (streams.runtime.trim_malloc), off the
+        event loop; counts the bytes released."""
+        released = await asyncio.get_running_loop().run_in_executor(None, trim_malloc)
+        if released:
+            self.metrics.malloc_trimmed.inc(released)
+        return released
 
     async def check_restart(self) -> bool:
         """Restart when a partition has been stalled ``stall_restart_s`` — unless the state

@@ -96,6 +96,9 @@ class PipelineMetrics:
             "crowdwatch_watchdog_restarts",
             "Times the stall watchdog stopped this worker so its supervisor restarts it "
             "(CROWDWATCH_STALL_RESTART_S; the process exits right after)", registry=registry)
+        self.malloc_trimmed = Counter(
+            "crowdwatch_malloc_trimmed_bytes", "Resident memory handed back to the OS by the "
+            "periodic malloc_trim (CROWDWATCH_MALLOC_TRIM_EVERY_S)", registry=registry)
         self.store_errors = Counter(
             "crowdwatch_store_errors", "Failed writes to the state store (Redis)",
             registry=registry)

@@ -101,13 +101,42 @@ def limit_malloc_arenas(arenas: int) -> bool:
     glibc's default) or where the C library is not glibc."""
     if arenas < 0:
         raise ValueError("arenas must be >= 0")
-    if arenas == 0 or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = _glibc() if arenas else None
+    if libc is None:
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    libc = ctypes.CDLL(name)
     return bool(libc.mallopt(ctypes.c_int(M_ARENA_MAX), ctypes.c_int(arenas)))
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size (``/proc/self/statm``), or None off Linux."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def trim_malloc() -> int | None:
+    """Hand the memory glibc's malloc holds free back to the OS (``malloc_trim(0)``: the top
+    of each heap and, since glibc 2.8, whole free pages inside it). Returns the resident
+    bytes released (0 or more), or None where the C library is not glibc. Holds malloc's
+    arena locks while it walks the free lists: run it off the event loop."""
+    libc = _glibc()
+    if libc is None:
+        return None
+    before = resident_bytes()
+    libc.malloc_trim(ctypes.c_size_t(0))
+    after = resident_bytes()
+    return max(0, before - after) if before is not None and after is not None else 0
 
 
 def shift_config_from(settings: Settings) -> ShiftConfig:

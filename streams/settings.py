@@ -156,6 +156,9 @@ class Settings(BaseSettings):
         "glibc malloc arenas for the worker process (mallopt M_ARENA_MAX, set at start); "
         "0 = glibc's default (8 per core). Fewer arenas fragment less: the worker's memory "
         "grew about half as fast in the soak with 2"))
+    malloc_trim_every_s: float = Field(default=60.0, ge=0, description=(
+        "Every this many seconds the worker hands the memory glibc's malloc holds free back "
+        "to the OS (malloc_trim); 0 = never"))
 
     # --- ingest rules ---
     max_text_chars: int = Field(default=10_000, ge=1, description="Longer texts are dead-lettered")

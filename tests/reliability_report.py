@@ -116,7 +116,9 @@ def _soak(rows: list[dict[str, Any]]) -> list[str]:
     out = [f"{r['posts']:,} generated posts"
            + (f" (+ {r['malformed']:,} malformed lines)" if r.get("malformed") else "")
            + f" through the full pipeline "
-           f"({r.get('pipeline', 'enrich, sentiment, clustering, reach, alerts')}) on the "
+           f"({r.get('pipeline', 'enrich, sentiment, clustering, reach, alerts')}"
+           + (f"; worker settings {', '.join(r['worker_env'])}" if r.get("worker_env") else "")
+           + ") on the "
            f"local stack, {r.get('workers', 1)} worker(s){offered}{cores}{load}, "
            f"measured {_when(r)}"
            + ("" if r.get("finished", True) else " — **the run did not finish** (stalled)")
