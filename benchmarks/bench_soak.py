@@ -698,8 +698,11 @@ def main() -> int:
     except BaseException:
         # the work dir (and the worker's log in it) is removed below: show why it died
         code = run.proc.poll() if run.proc is not None else None
-        print(f"soak failed; worker exit code {code}; worker log (tail):\n{run.log_tail()}",
-              file=sys.stderr, flush=True)
+        kept = Path(tempfile.gettempdir()) / f"{run.tag}.worker.log"
+        with contextlib.suppress(OSError):
+            shutil.copyfile(run.logdir / "worker.log", kept)
+        print(f"soak failed; worker exit code {code}; whole worker log kept in {kept}; "
+              f"its tail:\n{run.log_tail()}", file=sys.stderr, flush=True)
         raise
     finally:
         run.stop()
