@@ -117,8 +117,7 @@ class ClaimsRecovery:
             flagged_at = {str(c["id"]): t for c in prior if c.get("flagged")
                           and (t := parse_time(c.get("flagged_at"))) is not None}
             if flagged_at:
-                await asyncio.get_running_loop().run_in_executor(
-                    self.stage.executor, self.stage.tracker.restore_flags, flagged_at)
+                await self.stage.on_thread(self.stage.tracker.restore_flags, flagged_at)
                 log.info("rumour stage: %d flags raised earlier stay raised", len(flagged_at))
         if self.needed(partition, offset):
             return await self.recover(partition, offset)
@@ -157,7 +156,7 @@ class ClaimsRecovery:
             if chunk is None:
                 break
             result.records += len(chunk)
-            tracked, ob, eng = await loop.run_in_executor(stage.executor, stage.track, chunk)
+            tracked, ob, eng = await stage.on_thread(stage.track, chunk)
             for c in tracked.changed:
                 changed[c.id] = c
                 expired.pop(c.id, None)

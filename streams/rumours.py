@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -34,6 +34,7 @@ from streams.settings import Settings
 from streams.state import StateStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def official_matcher(event: EventConfig | None, pseudonymiser: Pseudonymiser | None = None
@@ -135,6 +136,12 @@ class RumourStage:
         self.topic_events = topic_events
         self.state_ttl_s = state_ttl_s
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crowdwatch-rumours")
+        # The tracker's state is changed on the executor's thread and read on the event loop
+        # (snapshots, gauges, reach documents). The agent's batches, the tick timer and a
+        # recovery run concurrently, so one of them reading on the loop while another's
+        # batch runs on the thread raised "OrderedDict mutated during iteration" (a 1M soak
+        # crashed after ~10 min). Every entry point holds this lock for its whole call.
+        self.lock = asyncio.Lock()
         self.unreadable = 0
         self.alerts: Any = None  # agents.alerts.EventAlerts when alerting is configured
         self.annotations: Any = None  # agents.annotations.EventAnnotations (Grafana)
@@ -142,11 +149,17 @@ class RumourStage:
     async def process(self, values: Sequence[bytes | None]) -> list[Output]:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        batch, ob, engaged = await loop.run_in_executor(self.executor, self._process_sync,
-                                                         list(values))
-        out = await self._publish(batch, ob, engaged, count_posts=True)
+        async with self.lock:
+            batch, ob, engaged = await loop.run_in_executor(self.executor, self._process_sync,
+                                                             list(values))
+            out = await self._publish(batch, ob, engaged, count_posts=True)
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         return out
+
+    async def on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the stage's thread while no other stage call runs (recovery)."""
+        async with self.lock:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _process_sync(self, values: list[bytes | None]
                       ) -> tuple[TrackerBatch, OfficialBatch | None, dict[str, list[str]]]:
@@ -169,12 +182,13 @@ class RumourStage:
     async def tick(self) -> list[Output]:
         """Timer: pick up official accounts and rebuttal links managed with the CLI, then
         re-evaluate lifecycles and flags."""
-        linked: list[Output] = []
-        if self.officials is not None and await self._sync_officials():
-            linked = await self._publish_officials(OfficialBatch(), {})
-        loop = asyncio.get_running_loop()
-        batch = await loop.run_in_executor(self.executor, self.tracker.tick)
-        return [*linked, *await self._publish(batch, count_posts=False)]
+        async with self.lock:
+            linked: list[Output] = []
+            if self.officials is not None and await self._sync_officials():
+                linked = await self._publish_officials(OfficialBatch(), {})
+            loop = asyncio.get_running_loop()
+            batch = await loop.run_in_executor(self.executor, self.tracker.tick)
+            return [*linked, *await self._publish(batch, count_posts=False)]
 
     async def _sync_officials(self) -> bool:
         """Returns True when the rebuttal links changed."""
@@ -288,7 +302,8 @@ class RumourStage:
 
     async def sync_officials(self) -> bool:
         """Pick up official accounts and rebuttal links managed with the CLI now."""
-        return await self._sync_officials()
+        async with self.lock:
+            return await self._sync_officials()
 
     async def publish_recovered(self, batch: TrackerBatch, ob: OfficialBatch | None,
                                 engaged: dict[str, list[str]]) -> None:
@@ -296,11 +311,12 @@ class RumourStage:
         race signals, annotations or post counters: the process that handled those posts
         first sent them. Flagged clusters are re-announced to Alertmanager, which dedupes
         them (same labels), so a restart does not let their alerts resolve."""
-        annotations, self.annotations = self.annotations, None
-        try:
-            await self._publish(batch, ob, engaged, count_posts=False)
-        finally:
-            self.annotations = annotations
+        async with self.lock:
+            annotations, self.annotations = self.annotations, None
+            try:
+                await self._publish(batch, ob, engaged, count_posts=False)
+            finally:
+                self.annotations = annotations
 
     def _set_gauges(self) -> None:
         tracker = self.tracker

@@ -249,6 +249,55 @@ def test_stage_writes_snapshots_events_and_bounded_metrics() -> None:
     assert ranks == {"1", "2", "3"}  # bounded: rank labels only
 
 
+def test_a_tick_never_reads_the_clusters_while_a_batch_changes_them() -> None:
+    """Regression: the tick timer's publishing (snapshots, gauges) runs on the event loop and
+    awaits the store; the agent's next batch then ran on the stage's thread and changed the
+    clusters under it ("OrderedDict mutated during iteration" crashed a 1M soak)."""
+    import threading
+
+    store = MemoryStore()
+    stage = RumourStage(_tracker(), event=EVENT, store=store,
+                        metrics=RumourMetrics(CollectorRegistry(), EVENT, top_k=3),
+                        topic_events="clusters.events", state_ttl_s=600)
+    traffic = generate("rumour-rebuttal", seed=6, n_posts=900)
+    values = [json.dumps(p).encode() for p in traffic.posts]
+    in_batch = threading.Event()
+    overlaps: list[bool] = []
+    process, set_gauges, put_clusters = (stage.tracker.process, stage._set_gauges,
+                                         store.put_clusters)
+
+    def slow_process(posts: Any) -> Any:
+        in_batch.set()
+        try:
+            threading.Event().wait(0.3)
+            return process(posts)
+        finally:
+            in_batch.clear()
+
+    def gauges() -> None:
+        overlaps.append(in_batch.is_set())
+        set_gauges()
+
+    async def slow_put(*args: Any, **kw: Any) -> Any:
+        await asyncio.sleep(0.1)  # a store round trip: the loop runs other work meanwhile
+        return await put_clusters(*args, **kw)
+
+    async def run() -> None:
+        await stage.process(values[:300])
+        stage.tracker.process = slow_process  # type: ignore[method-assign]
+        stage._set_gauges = gauges  # type: ignore[method-assign]
+        store.put_clusters = slow_put  # type: ignore[method-assign]
+        for i in range(300, len(values), 200):
+            tick = asyncio.create_task(stage.tick())
+            await asyncio.sleep(0.05)  # the tick is inside its store write
+            await asyncio.gather(stage.process(values[i:i + 200]), tick)
+
+    asyncio.run(run())
+    stage.close()
+    assert len(overlaps) >= 6
+    assert not any(overlaps)
+
+
 @pytest.mark.parametrize("spec", ["hashing", "off"])
 def test_tracker_from_settings_without_the_transformer(spec: str) -> None:
     from streams.rumours import tracker_from
