@@ -12,7 +12,7 @@ same batch (for the rumour side of the races).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,12 @@ class OfficialTracker:
         self.min_best = min_best
         self.min_cluster_size = min_cluster_size
         self.races: dict[tuple[str, str], RebuttalRace] = {}
+        # the races by official post and by cluster (a batch touches a few of thousands)
+        self._by_post: dict[str, set[tuple[str, str]]] = {}
+        self._by_cluster: dict[str, set[tuple[str, str]]] = {}
+        self._published: dict[tuple[str, str], int] = {}  # race -> revision last taken
         self.suggestions: dict[tuple[str, str], float] = {}
+        self._suggested: set[str] = set()  # official posts judged for suggestions
         self._curves: dict[str, dict[int, int]] = {}  # official post -> minute -> fed count
         self._texts: dict[str, tuple[str, str | None]] = {}  # official post -> text, lang
         self.watermark: float | None = None
@@ -83,10 +88,40 @@ class OfficialTracker:
                 for minute, n in sorted(c.minutes.items()):
                     race.add_rumour(minute, n)
             self.races[key] = race
+            self._by_post.setdefault(official_post, set()).add(key)
+            self._by_cluster.setdefault(cluster, set()).add(key)
         return {"official_post": official_post, "cluster": cluster, "source": source}
 
     def unlink(self, official_post: str, cluster: str) -> bool:
-        return self.races.pop((official_post, cluster), None) is not None
+        key = (official_post, cluster)
+        if self.races.pop(key, None) is None:
+            return False
+        self._published.pop(key, None)
+        for index, name in ((self._by_post, official_post), (self._by_cluster, cluster)):
+            keys = index.get(name)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[name]
+        return True
+
+    def retire(self, clusters: Iterable[str]) -> int:
+        """Drop the races of clusters that expired: nothing feeds their rumour side any
+        more, and each live race costs a history row per event-minute. The race's last
+        summary stays in the state store until its TTL. Returns the races dropped."""
+        dropped = 0
+        for cluster in clusters:
+            for post, _cluster in list(self._by_cluster.get(cluster, ())):
+                dropped += self.unlink(post, cluster)
+        return dropped
+
+    def changed_races(self) -> list[RebuttalRace]:
+        """The races changed since the last call (new, fed or evaluated), to publish."""
+        out = [race for key, race in self.races.items()
+               if self._published.get(key) != race.revision]
+        for race in out:
+            self._published[(race.official_post, race.cluster)] = race.revision
+        return out
 
     # ------------------------------------------------------------------ ingest
 
@@ -110,23 +145,23 @@ class OfficialTracker:
                 continue
             out.changed_posts.append(row)
             curve = self._curve_of(pid, row)
-            for (post_id, _cluster), race in self.races.items():
-                if post_id == pid:
-                    self._feed_rebuttal(race, curve, fresh=False)
+            for key in self._by_post.get(pid, ()):
+                self._feed_rebuttal(self.races[key], curve, fresh=False)
             self._curves[pid] = curve
-            if pid in self._texts and rumours is not None and not any(
-                    k[0] == pid for k in self.suggestions):
+            if pid in self._texts and rumours is not None and pid not in self._suggested:
                 out.suggestions += self._suggest(pid, rumours)
         if tracked is not None:  # the rumour side: new posts of linked clusters
-            linked = {cluster for _post, cluster in self.races}
-            times = {str(p.get("id")): parse_time(p.get("created_at")) for p in posts}
+            times: dict[str, float | None] | None = None
             for a in tracked.annotations:
-                if a.how == "redelivered" or a.cluster not in linked:
+                keys = self._by_cluster.get(a.cluster) if a.how != "redelivered" else None
+                if not keys:
                     continue
+                if times is None:
+                    times = {str(p.get("id")): parse_time(p.get("created_at")) for p in posts}
                 minute = int((times.get(a.id) or self.watermark or 0.0) // 60)
-                for (_post, cluster), race in self.races.items():
-                    if cluster == a.cluster:
-                        race.add_rumour(minute)
+                for key in keys:
+                    self.races[key].add_rumour(minute)
+            self.retire(c.id for c in tracked.expired)
         if self.auto_link:  # per official post: its best match, and any other confident one
             best: dict[str, float] = {}
             for s in out.suggestions:
@@ -159,6 +194,7 @@ class OfficialTracker:
 
     def _suggest(self, pid: str, rumours: RumourTracker) -> list[dict[str, Any]]:
         text, lang = self._texts[pid]
+        self._suggested.add(pid)
         candidates = [(c.id, c.summary) for c in rumours.clusters(min_size=self.min_cluster_size)
                       if not c.official_root and c.summary][:SUGGEST_CANDIDATES]
         out = []
@@ -174,7 +210,7 @@ class OfficialTracker:
     def top_races(self, k: int) -> list[RebuttalRace]:
         """The ``k`` linked pairs with the largest rumour reach (rank 1 = biggest rumour)."""
         return sorted(self.races.values(),
-                      key=lambda r: (-sum(r.rumour.values()), r.official_post, r.cluster))[:k]
+                      key=lambda r: (-r.rumour_total, r.official_post, r.cluster))[:k]
 
     def summary(self) -> dict[str, Any]:
         return {"official_posts": official_posts_summary(self.reach),

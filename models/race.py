@@ -86,9 +86,11 @@ class RaceConfig:
     min_rumour_growth: int = 5
     confirm_minutes: int = 2
     clear_minutes: int = 3
-    #: evaluated minutes kept in :attr:`RebuttalRace.history` (the newest; a race lives as
-    #: long as its link, so an unbounded log would grow by a row per event-minute forever)
-    history_minutes: int = 24 * 60
+    #: evaluated minutes kept in :attr:`RebuttalRace.history`, the newest. The log is for
+    #: inspection (tests, a debugger); nothing publishes it. Every live race adds a row per
+    #: event-minute, so a day's log (1,440 rows, ~0.6 MB a race) made a worker with a few
+    #: thousand auto-linked races grow by gigabytes over a long event.
+    history_minutes: int = 60
 
     def __post_init__(self) -> None:
         if self.window_minutes < 1 or self.confirm_minutes < 1 or self.clear_minutes < 1:
@@ -120,6 +122,11 @@ class RebuttalRace:
     episodes: list[dict[str, Any]] = field(default_factory=list)
     #: one row per evaluated minute, the newest ``config.history_minutes`` of them
     history: deque[dict[str, Any]] = field(init=False, repr=False)
+    #: totals of ``rebuttal`` and ``rumour`` (kept up by ``add_*``; read every batch)
+    rebuttal_total: int = 0
+    rumour_total: int = 0
+    #: bumped by every change a summary can show (reach added, a minute evaluated)
+    revision: int = 0
     _cursor: int | None = None  # next minute to evaluate
     _streak: int = 0
     _cum_rebuttal: int = 0
@@ -127,17 +134,23 @@ class RebuttalRace:
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.config.history_minutes)
+        self.rebuttal_total = sum(self.rebuttal.values())
+        self.rumour_total = sum(self.rumour.values())
 
     # -- input --------------------------------------------------------------------------
     def add_rebuttal(self, minute: int | float | str | datetime, count: int = 1) -> None:
         m = to_minute(minute)
         self.rebuttal[m] = self.rebuttal.get(m, 0) + count
+        self.rebuttal_total += count
+        self.revision += 1
         if self._cursor is not None and m < self._cursor:
             self._cum_rebuttal += count
 
     def add_rumour(self, minute: int | float | str | datetime, count: int = 1) -> None:
         m = to_minute(minute)
         self.rumour[m] = self.rumour.get(m, 0) + count
+        self.rumour_total += count
+        self.revision += 1
         if self._cursor is not None and m < self._cursor:
             self._cum_rumour += count
 
@@ -219,6 +232,7 @@ class RebuttalRace:
                 "out_running": out, "state": self.state,
             })
             self._cursor = m + 1
+            self.revision += 1
         return events
 
     def _event(self, name: str, m: int, g_r: int, g_b: int) -> dict[str, Any]:
@@ -248,14 +262,14 @@ class RebuttalRace:
 
     def reach_ratio(self) -> float | None:
         """Total rebuttal reach / total rumour reach (every minute fed, evaluated or not)."""
-        return _ratio(sum(self.rebuttal.values()), sum(self.rumour.values()))
+        return _ratio(self.rebuttal_total, self.rumour_total)
 
     def summary(self) -> dict[str, Any]:
         return {
             "official_post": self.official_post,
             "cluster": self.cluster,
-            "rebuttal_reach": sum(self.rebuttal.values()),
-            "rumour_reach": sum(self.rumour.values()),
+            "rebuttal_reach": self.rebuttal_total,
+            "rumour_reach": self.rumour_total,
             "reach_ratio": self.reach_ratio(),
             "time_to_rebuttal_s": self.time_to_rebuttal_s(),
             "state": self.state,

@@ -378,6 +378,13 @@ class ReachTracker:
         state = self.posts.get(post_id)
         return state.summary() if state is not None else None
 
+    def totals(self) -> list[dict[str, Any]]:
+        """Per tracked official post: role, the four counts and the estimated audience;
+        what the reach gauges need, without the curves and milestones of ``summary``."""
+        return [{"role": s.role, "reposts": s.reposts, "replies": s.replies,
+                 "quotes": s.quotes, "likes": s.likes,
+                 "estimated_audience": s.estimated_audience} for s in self.posts.values()]
+
     def summary(self) -> list[dict[str, Any]]:
         """One dict per tracked official post, oldest first (see module doc)."""
         states = sorted(self.posts.values(), key=lambda s: (s.ts is None, s.ts or 0.0, s.id))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -112,8 +113,15 @@ class RumourStage:
                  officials: OfficialTracker | None = None,
                  official_metrics: OfficialMetrics | None = None,
                  topic_signals: str = "signals",
-                 base_registry: OfficialRegistry | None = None) -> None:
+                 base_registry: OfficialRegistry | None = None,
+                 gauges_every_s: float = 1.0) -> None:
+        """``gauges_every_s``: refresh the state gauges (active and flagged clusters, top
+        velocities, reach, races, open webcare items) after a batch at most this often; each
+        refresh walks every cluster and official post, and Prometheus scrapes every 15 s.
+        The tick refreshes them always; counters move with every batch."""
         self.tracker = tracker
+        self.gauges_every_s = gauges_every_s
+        self._gauges_at = -math.inf
         self.officials = officials
         self.official_metrics = official_metrics
         self.topic_signals = topic_signals
@@ -185,10 +193,16 @@ class RumourStage:
         async with self.lock:
             linked: list[Output] = []
             if self.officials is not None and await self._sync_officials():
-                linked = await self._publish_officials(OfficialBatch(), {})
+                linked = await self._publish_officials(OfficialBatch(), {}, gauges=False)
             loop = asyncio.get_running_loop()
-            batch = await loop.run_in_executor(self.executor, self.tracker.tick)
-            return [*linked, *await self._publish(batch, count_posts=False)]
+            batch = await loop.run_in_executor(self.executor, self._tick_sync)
+            return [*linked, *await self._publish(batch, count_posts=False, gauges=True)]
+
+    def _tick_sync(self) -> TrackerBatch:
+        batch = self.tracker.tick()
+        if self.officials is not None:  # races of expired clusters end with them
+            self.officials.retire(c.id for c in batch.expired)
+        return batch
 
     async def _sync_officials(self) -> bool:
         """Returns True when the rebuttal links changed."""
@@ -220,7 +234,12 @@ class RumourStage:
 
     async def _publish(self, batch: TrackerBatch, ob: OfficialBatch | None = None,
                        engaged: dict[str, list[str]] | None = None, *,
-                       count_posts: bool) -> list[Output]:
+                       count_posts: bool, gauges: bool = False) -> list[Output]:
+        """``gauges``: refresh the state gauges now, else when ``gauges_every_s`` passed."""
+        now = time.monotonic()
+        gauges = gauges or now - self._gauges_at >= self.gauges_every_s
+        if gauges:
+            self._gauges_at = now
         fresh = [a for a in batch.annotations if a.how != "redelivered"] if count_posts else []
         self.metrics.observe([a.how for a in fresh], [a.stance for a in fresh],
                              [e.type for e in batch.events])
@@ -237,16 +256,17 @@ class RumourStage:
         if self.annotations is not None:
             for snap in snaps:
                 self.annotations.observe_cluster(snap)
-        self._set_gauges()
+        if gauges:
+            self._set_gauges()
         out: list[Output] = [
             (self.topic_events, e.cluster.encode(), dumps(e.to_dict(self.event)), None)
             for e in batch.events if e.size >= 2 or e.type == "flagged"]
         if ob is not None:
-            out += await self._publish_officials(ob, engaged or {})
+            out += await self._publish_officials(ob, engaged or {}, gauges=gauges)
         return out
 
-    async def _publish_officials(self, ob: OfficialBatch, engaged: dict[str, list[str]]
-                                 ) -> list[Output]:
+    async def _publish_officials(self, ob: OfficialBatch, engaged: dict[str, list[str]], *,
+                                 gauges: bool) -> list[Output]:
         officials, m = self.officials, self.official_metrics
         if officials is None:  # pragma: no cover - callers check
             return []
@@ -264,8 +284,8 @@ class RumourStage:
             self.links.add((link["official_post"], link["cluster"]))
         await self.store.put_docs(self.event, LINKS, {
             link_key(x["official_post"], x["cluster"]): x for x in ob.links})
-        await self.store.put_docs(self.event, RACES, {
-            link_key(r.official_post, r.cluster): r.summary() for r in officials.races.values()},
+        await self.store.put_docs(self.event, RACES, {  # only what changed since the last write
+            link_key(r.official_post, r.cluster): r.summary() for r in officials.changed_races()},
             ttl)
         out: list[Output] = []
         for ev in ob.race_events:
@@ -274,11 +294,15 @@ class RumourStage:
             out.append((self.topic_signals,
                         link_key(str(ev["official_post"]), str(ev["cluster"])).encode(),
                         dumps(record), None))
-        if m is not None:
-            m.set_reach(officials.reach.summary())
+        if m is not None and gauges:
+            m.set_reach(officials.reach.totals())
             top = officials.top_races(m.top_k)
             m.set_races([r.reach_ratio() for r in top],
                         [r.state for r in officials.races.values()])
+            n_open, oldest = officials.webcare.open_stats(officials.watermark)
+            m.webcare_open.labels(self.event).set(n_open)
+            m.webcare_oldest.labels(self.event).set(oldest)
+        if m is not None:
             m.outrunning.labels(self.event).inc(
                 sum(1 for ev in ob.race_events if ev.get("event") == "fired"))
             for w in ob.webcare:
@@ -286,11 +310,6 @@ class RumourStage:
                     m.webcare_items.labels(self.event, str(w.get("kind"))).inc()
                 elif w.get("event") == "answered" and w.get("response_s") is not None:
                     m.response.labels(self.event).observe(float(w["response_s"]))
-            now = officials.watermark
-            open_items = officials.webcare.open_items(now)
-            m.webcare_open.labels(self.event).set(len(open_items))
-            m.webcare_oldest.labels(self.event).set(
-                max((float(i.get("age_s") or 0) for i in open_items), default=0.0))
         return out
 
     # ---- recovery (streams.recovery): replay posts.claims into memory, publish once ----
@@ -314,7 +333,7 @@ class RumourStage:
         async with self.lock:
             annotations, self.annotations = self.annotations, None
             try:
-                await self._publish(batch, ob, engaged, count_posts=False)
+                await self._publish(batch, ob, engaged, count_posts=False, gauges=True)
             finally:
                 self.annotations = annotations
 

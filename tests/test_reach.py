@@ -154,6 +154,9 @@ def test_counts_equal_truth_rumour_rebuttal(event: EventConfig, seed: int, n: in
     assert _counts(tracker) == _truth_counts(traffic.truth)
     assert len(traffic.truth["official_posts"]) > 10
     rows = {r["id"]: r for r in tracker.summary()}
+    keys = ("role", "reposts", "replies", "quotes", "likes", "estimated_audience")
+    assert sorted(tracker.totals(), key=repr) == sorted(  # what the gauges read
+        ({k: r[k] for k in keys} for r in rows.values()), key=repr)
     truth_rows = {o["id"]: o for o in traffic.truth["official_posts"]}
     for oid, row in rows.items():
         assert row["account"] == truth_rows[oid]["account"]

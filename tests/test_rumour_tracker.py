@@ -15,7 +15,10 @@ from prometheus_client import CollectorRegistry
 
 from models.clusters import ClusterSettings, OnlineClusterer, cluster_id_for
 from models.embed import HashingEmbedder
+from models.event import EventConfig
 from models.generate import generate
+from models.official import OfficialRegistry
+from models.official_tracker import OfficialTracker
 from models.privacy import Pseudonymiser
 from models.rumour import RumourScorer, RumourSettings
 from models.rumour_tracker import RumourTracker, post_ts
@@ -226,6 +229,7 @@ def test_stage_writes_snapshots_events_and_bounded_metrics() -> None:
         for i in range(0, len(values), 300):
             outputs += await stage.process(values[i:i + 300])
         again = await stage.process(values[:300])  # re-delivery
+        await stage.tick()  # refreshes the gauges (batches do at most once a second)
         return outputs, await store.top_clusters(EVENT, 5), again
 
     outputs, top, again = asyncio.run(run())
@@ -258,7 +262,7 @@ def test_a_tick_never_reads_the_clusters_while_a_batch_changes_them() -> None:
     store = MemoryStore()
     stage = RumourStage(_tracker(), event=EVENT, store=store,
                         metrics=RumourMetrics(CollectorRegistry(), EVENT, top_k=3),
-                        topic_events="clusters.events", state_ttl_s=600)
+                        topic_events="clusters.events", state_ttl_s=600, gauges_every_s=0)
     traffic = generate("rumour-rebuttal", seed=6, n_posts=900)
     values = [json.dumps(p).encode() for p in traffic.posts]
     in_batch = threading.Event()
@@ -340,3 +344,82 @@ def test_flags_an_earlier_process_raised_are_restored() -> None:
     tracker.process([later])
     formed = tracker.clusterer.clusters[tracker.annotation("c").cluster]  # type: ignore[union-attr]
     assert formed.flagged_at == 1.7e9
+
+
+def test_races_end_with_their_clusters_over_many_ttls(event: EventConfig) -> None:
+    """A rebuttal race adds a row per event-minute while it lives; races of clusters that
+    expired used to live for good (a 1M soak held thousands). They end with their cluster,
+    whether it expires in a batch or in a tick, and the indexes stay in step."""
+    ttl = 3600.0
+    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
+                            RumourScorer(RumourSettings()), stance=KeywordStance(),
+                            clock=lambda: 1.8e9)
+    officials = OfficialTracker(OfficialRegistry.from_event(event))
+    posts = generate("rumour-rebuttal", seed=5, n_posts=12_000,
+                     duration_minutes=16 * ttl / 60).posts
+    linked: set[tuple[str, str]] = set()
+    most = 0
+    for n, i in enumerate(range(0, len(posts), 200)):
+        batch = posts[i:i + 200]
+        tracked = tracker.process(batch)
+        out = officials.process(batch, tracker, tracked)
+        linked |= {(x["official_post"], x["cluster"]) for x in out.links}
+        if n % 5 == 4:
+            officials.retire(c.id for c in tracker.tick().expired)
+        live = set(tracker.clusterer.clusters)
+        assert {cluster for _post, cluster in officials.races} <= live
+        most = max(most, len(officials.races))
+    assert len(linked) >= most > len(officials.races)  # races were linked, and ended
+    keys = set(officials.races)
+    assert keys == {k for ks in officials._by_cluster.values() for k in ks}
+    assert keys == {k for ks in officials._by_post.values() for k in ks}
+
+
+def test_only_changed_races_are_taken_for_publishing() -> None:
+    officials = OfficialTracker(OfficialRegistry())
+    officials.link("o1", "c1")
+    officials.link("o2", "c2")
+    assert {(r.official_post, r.cluster) for r in officials.changed_races()} == {
+        ("o1", "c1"), ("o2", "c2")}
+    assert officials.changed_races() == []
+    officials.races[("o2", "c2")].add_rumour("2027-04-27T12:00:00Z")
+    assert [r.cluster for r in officials.changed_races()] == ["c2"]
+    assert officials.retire(["c2", "unknown"]) == 1
+    assert officials.unlink("o1", "c1") and not officials.unlink("o1", "c1")
+    assert officials.races == {} and officials._by_post == {} == officials._by_cluster
+
+
+def test_gauges_follow_batches_at_most_every_interval_and_every_tick() -> None:
+    """Each gauge refresh walks every cluster and official post: batches refresh them at
+    most every ``gauges_every_s``, the 5 s tick always; counters move with every batch."""
+    registry = CollectorRegistry()
+    stage = RumourStage(_tracker(), event=EVENT, store=MemoryStore(),
+                        metrics=RumourMetrics(registry, EVENT, top_k=3),
+                        topic_events="clusters.events", state_ttl_s=600, gauges_every_s=3600)
+    posts = generate("rumour-rebuttal", seed=5, n_posts=1200).posts
+    values = [json.dumps(p).encode() for p in posts]
+
+    def active() -> float:
+        return sum(registry.get_sample_value("crowdwatch_rumour_active_clusters",
+                                             {"event": EVENT, "state": s}) or 0.0
+                   for s in ("emerging", "growing", "peaking", "fading", "resolved"))
+
+    def posts_counted() -> float:
+        return sum(s.value for m in registry.collect() for s in m.samples
+                   if s.name == "crowdwatch_rumour_posts_total")
+
+    async def run() -> list[float]:
+        seen = []
+        await stage.process(values[:100])  # the first batch refreshes them
+        seen += [active(), posts_counted()]
+        await stage.process(values[100:])
+        seen += [active(), posts_counted()]
+        await stage.tick()
+        seen += [active()]
+        return seen
+
+    first, counted_first, second, counted_second, ticked = asyncio.run(run())
+    stage.close()
+    live = sum(1 for c in stage.tracker.clusterer.clusters.values() if c.size >= 2)
+    assert second == first != ticked == live
+    assert counted_second > counted_first > 0

@@ -134,6 +134,9 @@ def test_open_items_and_response_stats(event: EventConfig) -> None:
     assert {o["id"] for o in opened} == {i.id for i in q.items.values() if not i.answered}
     assert all(o["age_s"] >= 0 for o in opened)
     assert [o["age_s"] for o in opened] == sorted((o["age_s"] for o in opened), reverse=True)
+    # what the gauges read, without building the rows
+    assert q.open_stats(end) == (len(opened), max(o["age_s"] for o in opened))
+    assert q.open_stats() == (len(opened), max(o["age_s"] for o in q.open_items()))
     by_id = {p["id"]: p for p in traffic.posts}
     stats = q.response_stats()
     for account, row in stats.items():
