@@ -253,6 +253,13 @@ class RumourTracker:
                 still_known.append(pid)
         for pid in still_known:
             self._arrivals[pid] = mark
+        # past the clusterer's cap the oldest posts are forgotten whatever their age: their
+        # annotations go with them (a re-delivery is still caught by the clusterer while it
+        # remembers the post)
+        over = len(self._arrivals) - self.clusterer.settings.max_posts
+        for _ in range(max(0, over)):
+            pid, _ts = self._arrivals.popitem(last=False)
+            self._annotations.pop(pid, None)
 
     def _forget(self, c: Cluster) -> None:
         self._texts.pop(c.id, None)

@@ -62,7 +62,9 @@ def tracker_from(settings: Settings, event: EventConfig | None) -> RumourTracker
     """The configured tracker: clusterer (+ embedder), stance and claim models, scorer."""
     embedder = load_embedder(settings.cluster_embedder, threads=settings.sentiment_threads)
     clusterer = OnlineClusterer(ClusterSettings(
-        ttl_s=settings.cluster_ttl_s, semantic_cosine=settings.cluster_semantic_cosine,
+        ttl_s=settings.cluster_ttl_s, max_posts=settings.cluster_max_posts,
+        max_clusters=settings.cluster_max_clusters,
+        semantic_cosine=settings.cluster_semantic_cosine,
         near_duplicate_jaccard=settings.cluster_near_duplicate_jaccard), embedder)
     scorer = RumourScorer(RumourSettings.from_weights(
         flag_threshold=settings.rumour_flag_threshold))

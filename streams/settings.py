@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         "default (multilingual-e5-small, int8) | hashing (no model) | off | a local path"))
     cluster_ttl_s: float = Field(default=3 * 3600.0, gt=0,
                                  description="Event-time idle time before a cluster expires")
+    cluster_max_posts: int = Field(default=2_000_000, ge=1000, description=(
+        "Post ids the rumour stage remembers at most (oldest forgotten first; ~1.4 KB each): "
+        "caps its memory when the TTL window holds more posts than this"))
+    cluster_max_clusters: int = Field(default=300_000, ge=100, description=(
+        "Live clusters at most (the least recently touched expires first): caps the rumour "
+        "stage's memory when the TTL window holds more claims than this"))
     cluster_semantic_cosine: float = Field(default=0.88, gt=0, le=1)
     cluster_near_duplicate_jaccard: float = Field(default=0.5, gt=0, le=1)
     rumour_flag_threshold: float = Field(default=0.5, gt=0, lt=1)

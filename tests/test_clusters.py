@@ -196,6 +196,79 @@ def test_with_expiry_no_post_is_in_two_live_clusters(posts: list[ClusterInput]) 
 
 
 @PROPS
+@given(post_sequences(max_posts=40), st.integers(1, 12))
+def test_a_post_cap_bounds_memory_and_keeps_every_count(posts: list[ClusterInput],
+                                                        cap: int) -> None:
+    c = _clusterer(max_posts=cap)
+    uncapped = _clusterer()
+    assignments = _feed(c, posts)
+    expected = _feed(uncapped, posts)
+    distinct = {p.id for p in posts}
+    kept = sum(len(cl.kept_roots) for cl in c.clusters.values())
+    assert c.tracked_posts <= cap + kept  # first roots of live clusters stay
+    # every delivery gets exactly one cluster, and the counts add up over all of them
+    assert len(assignments) == len(posts)
+    fresh = sum(1 for a in assignments if a.how != "redelivered")
+    assert sum(cl.size for cl in c.clusters.values()) == fresh >= len(distinct)
+    for cl in c.clusters.values():
+        remembered = set(cl.members) | set(cl.kept_roots)
+        assert cl.size == len(cl.members) + cl.forgotten
+        for pid in remembered:
+            assert c.cluster_of(pid) is cl
+    # the posts still remembered answer re-deliveries as before: nothing changes (an id
+    # remembered only as a reserved parent is not a member: the cap forgot the post itself)
+    recent = [p for p in posts if (cl := c.cluster_of(p.id)) is not None
+              and (p.id in cl.members or p.id in cl.kept_roots)]
+    before = copy.deepcopy(_state(c))
+    assert all(a.redelivered for a in _feed(c, recent))
+    assert _state(c) == before
+    # with a cap above the stream's size nothing differs from the uncapped clusterer
+    big = _clusterer(max_posts=len(posts) * 2 + 2)
+    assert _feed(big, posts) == expected
+    assert _state(big) == _state(uncapped)
+
+
+@PROPS
+@given(post_sequences(max_posts=40), st.integers(1, 6))
+def test_a_cluster_cap_expires_the_least_recently_touched(posts: list[ClusterInput],
+                                                          cap: int) -> None:
+    c = _clusterer(max_clusters=cap)
+    expired: list[Cluster] = []
+    fresh = 0
+    for p in posts:
+        touched = list(c.clusters)  # least recently touched first
+        a = c.add(p)
+        fresh += a.how != "redelivered"
+        assert len(c) <= cap and a.cluster_id in c.clusters
+        gone = c.expire(c.watermark)
+        # the ones that went were the least recently touched before this post
+        went = [g.id for g in gone]
+        assert went == [cid for cid in touched if cid != a.cluster_id][:len(went)]
+        expired.extend(gone)
+    # every fresh delivery is counted once, in a live or an expired cluster
+    assert sum(cl.size for cl in (*c.clusters.values(), *expired)) == fresh
+    assert len(expired) == c.expired_total
+    for cl in c.clusters.values():
+        for pid in (*cl.members, *cl.kept_roots):
+            assert c.cluster_of(pid) is cl
+
+
+def test_a_hot_claim_past_the_post_cap_forgets_its_oldest_ids_first() -> None:
+    c = _clusterer(max_posts=100)
+    c.add(ClusterInput("root", "Brand in de metro bij Centraal Station", T0))
+    for i in range(1000):  # within the TTL: only the cap forgets
+        c.add(ClusterInput(f"rt{i}", "RT", T0 + 1.0 * (i + 1), "repost", "root"))
+    cl = c.clusters[cluster_id_for("root")]
+    assert len(c) == 1 and c.tracked_posts == 100 and cl.size == 1001  # counts stay exact
+    assert list(cl.members) == ["root", *(f"rt{i}" for i in range(901, 1000))]
+    assert cl.forgotten == 901
+    again = c.add(ClusterInput("rt999", "RT", T0 + 1001.0, "repost", "root"))
+    assert again.redelivered and cl.size == 1001
+    late = c.add(ClusterInput("late", "klopt dit?", T0 + 1002.0, "reply", "root"))
+    assert late.cluster_id == cl.id  # the claim itself stays while its cluster lives
+
+
+@PROPS
 @given(post_sequences(expiry=True), st.booleans())
 def test_same_input_same_order_same_clusters(posts: list[ClusterInput], embed: bool) -> None:
     a, b = _clusterer(embed, ttl_s=TTL), _clusterer(embed, ttl_s=TTL)

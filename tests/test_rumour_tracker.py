@@ -21,7 +21,7 @@ from models.official import OfficialRegistry
 from models.official_tracker import OfficialTracker
 from models.privacy import Pseudonymiser
 from models.rumour import RumourScorer, RumourSettings
-from models.rumour_tracker import RumourTracker, post_ts
+from models.rumour_tracker import TRACKED_KINDS, RumourTracker, post_ts
 from streams.metrics import RumourMetrics
 from streams.rumours import RumourStage
 from streams.state import MemoryStore
@@ -207,6 +207,24 @@ def test_annotations_are_released_with_their_posts_over_many_ttls() -> None:
     recent = sum(post_ts(p, 0.0) >= clusterer.watermark - 2 * ttl for p in posts)
     assert len(forgotten) <= recent
     assert len(annotated) <= clusterer.tracked_posts + recent < len(posts) / 3
+
+
+def test_the_caps_bound_the_tracker_inside_one_window() -> None:
+    """``ClusterSettings.max_posts`` / ``max_clusters`` bound the tracker too: 3,000 posts
+    within one TTL, caps of 500 posts and 200 clusters."""
+    tracker = RumourTracker(
+        OnlineClusterer(ClusterSettings(max_posts=500, max_clusters=200), HashingEmbedder()),
+        RumourScorer(RumourSettings()), stance=KeywordStance(), clock=lambda: 1.8e9)
+    posts = generate("rumour-rebuttal", seed=3, n_posts=3000, duration_minutes=60).posts
+    out = _feed(tracker, posts)
+    clusterer = tracker.clusterer
+    kept = sum(len(c.kept_roots) for c in clusterer.clusters.values())
+    assert len(clusterer) <= 200 and sum(len(b.expired) for b in out) > 0
+    assert clusterer.tracked_posts <= 500 + kept  # live clusters' first roots stay
+    assert len(tracker._annotations) <= len(tracker._arrivals) <= 500
+    clustered = [p["id"] for p in posts if str(p.get("kind") or "") in TRACKED_KINDS]
+    assert tracker.annotation(clustered[-1]) is not None
+    assert tracker.annotation(clustered[0]) is None
 
 
 def test_post_time_falls_back_to_the_clock() -> None:
