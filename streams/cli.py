@@ -715,10 +715,9 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Run the stream processor (a Faust worker) against the configured Kafka."""
-    import faust
     from prometheus_client import CollectorRegistry
 
-    from streams.app import Pipeline
+    from streams.app import Pipeline, Worker
     from streams.kafka_admin import ensure_topics
     from streams.runtime import (
         event_from,
@@ -767,7 +766,7 @@ def worker(
                         tracker=tracker)
     err.print(f"worker {settings.app_id}: /metrics and /health on "
               f"http://{settings.web_host}:{settings.web_port}", highlight=False)
-    faust.Worker(pipeline.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+    Worker(pipeline.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
 
 
 # ---------------------------------------------------------------- demo

@@ -157,3 +157,24 @@ def test_kafka_credentials_from_settings() -> None:
     assert "s3cret" not in repr(Settings(kafka_sasl_password="s3cret"))
     assert isinstance(_credentials(Settings(kafka_security_protocol="SSL")),
                       faust.SSLCredentials)
+
+
+def test_the_worker_leaves_the_root_logger_at_the_level_asked_for() -> None:
+    """faust's own Worker, at WARNING, turns the logger it is given to DEBUG for its
+    terminal spinner (every debug() call in every library then builds a record); ours
+    keeps the level and adds no handler."""
+    import logging
+
+    import faust
+
+    from streams.app import Worker
+
+    app = faust.App("cw-unit-logging", broker="kafka://127.0.0.1:1", web_enabled=False)
+    for cls, debug_after in ((faust.Worker, True), (Worker, False)):
+        logger = logging.getLogger(f"cw-unit-root-{cls.__module__}")
+        logger.handlers = [logging.NullHandler()]
+        logger.setLevel(logging.WARNING)
+        worker = cls(app, loglevel="WARNING", quiet=True)
+        worker.on_setup_root_logger(logger, logging.WARNING)
+        assert logger.isEnabledFor(logging.DEBUG) is debug_after
+        assert len(logger.handlers) == (2 if debug_after else 1)
