@@ -43,6 +43,7 @@ from models.text import hashtags
 
 ENGAGEMENT_KINDS = ("reply", "repost", "quote")
 KEPT_ROOTS = 64  # per cluster: ids of the first roots are kept while the cluster lives
+MAX_KEPT_CYCLED = 1024  # first roots passed over per forgetting call past ``max_posts``
 _WORD = re.compile(r"[^\W\d_][\w'-]+")
 _MENTION = re.compile(r"@[\w.\-@]+")
 # words that say nothing about a claim (nl + en); kept short on purpose
@@ -537,17 +538,21 @@ class OnlineClusterer:
     def _forget_oldest(self, n: int) -> None:
         """Past ``max_posts``: forget the ``n`` post ids remembered longest (a reserved parent
         too). A live cluster's first roots stay (at most ``KEPT_ROOTS`` each, as under the
-        TTL): they go to the young end, so a hot claim keeps its replies. Counts stay; a
-        re-delivery of a forgotten post counts as new."""
+        TTL): they go to the young end, so a hot claim keeps its replies. At most
+        ``MAX_KEPT_CYCLED`` of them are passed over per call; past that (a window of first
+        roots only) they are forgotten too, so a post never costs a walk of the whole map.
+        Counts stay; a re-delivery of a forgotten post counts as new."""
         remembered = self._post_cluster
-        budget = len(remembered)  # every id is looked at once at most
-        while n > 0 and budget > 0:
-            budget -= 1
+        cycled = 0
+        while n > 0 and remembered:
             pid, cid = remembered.popitem(last=False)
             c = self.clusters.get(cid)
             if c is not None and pid in c.kept_roots:
-                remembered[pid] = cid
-                continue
+                if cycled < MAX_KEPT_CYCLED:
+                    remembered[pid] = cid
+                    cycled += 1
+                    continue
+                del c.kept_roots[pid]
             n -= 1
             if c is not None and c.members.pop(pid, None) is not None:
                 c.forgotten += 1

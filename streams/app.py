@@ -90,11 +90,12 @@ def _credentials(settings: Settings) -> Any:
 
 
 class Worker(faust.Worker):
-    """``faust.Worker`` without its terminal spinner. At WARNING (the worker's default
-    level) faust sets the root logger to DEBUG and hangs a spinner handler on it, and the
-    root stays at DEBUG after start-up: every library's ``log.debug`` then builds a log
-    record that the handlers drop (aiokafka logs one per record sent). Measured with
-    py-spy in a soak: ~7 % of the event loop's thread."""
+    """``faust.Worker`` without its terminal spinner. At WARNING or above (``crowdwatch
+    worker --loglevel warning``, as the benchmarks run it) faust sets the root logger to
+    DEBUG and hangs a spinner handler on it, and the root stays at DEBUG after start-up:
+    every library's ``log.debug`` then builds a log record that the handlers drop (aiokafka
+    logs one per record sent). Measured with py-spy in a soak: ~7 % of the event loop's
+    thread."""
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+import models.clusters as clusters_module
 from models.clusters import (
     ENGAGEMENT_KINDS,
     Assignment,
@@ -266,6 +267,19 @@ def test_a_hot_claim_past_the_post_cap_forgets_its_oldest_ids_first() -> None:
     assert again.redelivered and cl.size == 1001
     late = c.add(ClusterInput("late", "klopt dit?", T0 + 1002.0, "reply", "root"))
     assert late.cluster_id == cl.id  # the claim itself stays while its cluster lives
+
+
+def test_a_window_of_first_roots_only_is_capped_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every post a lone claim (each is its cluster's first root): past the cap of first
+    roots passed over per call, they are forgotten too."""
+    monkeypatch.setattr(clusters_module, "MAX_KEPT_CYCLED", 3)
+    c = _clusterer(False, max_posts=10)
+    for i in range(200):
+        words = " ".join(hashlib.blake2b(f"{i}/{k}".encode(), digest_size=5).hexdigest()
+                         for k in range(4))
+        c.add(ClusterInput(f"p{i}", f"melding {words}", T0 + i))
+    assert len(c) == 200 and c.tracked_posts <= 10
+    assert sum(cl.size for cl in c.clusters.values()) == 200  # counts stay
 
 
 @PROPS
