@@ -195,7 +195,7 @@ class RumourStage:
         async with self.lock:
             linked: list[Output] = []
             if self.officials is not None and await self._sync_officials():
-                linked = await self._publish_officials(OfficialBatch(), {}, gauges=False)
+                linked = await self._publish_officials(OfficialBatch(), {})
             loop = asyncio.get_running_loop()
             batch = await loop.run_in_executor(self.executor, self._tick_sync)
             return [*linked, *await self._publish(batch, count_posts=False, gauges=True)]
@@ -260,15 +260,28 @@ class RumourStage:
                 self.annotations.observe_cluster(snap)
         if gauges:
             self._set_gauges()
+            self._set_official_gauges()  # the tick has no official batch: refresh them here
         out: list[Output] = [
             (self.topic_events, e.cluster.encode(), dumps(e.to_dict(self.event)), None)
             for e in batch.events if e.size >= 2 or e.type == "flagged"]
         if ob is not None:
-            out += await self._publish_officials(ob, engaged or {}, gauges=gauges)
+            out += await self._publish_officials(ob, engaged or {})
         return out
 
-    async def _publish_officials(self, ob: OfficialBatch, engaged: dict[str, list[str]], *,
-                                 gauges: bool) -> list[Output]:
+    def _set_official_gauges(self) -> None:
+        """Reach, races and open webcare items: each refresh walks every official post."""
+        officials, m = self.officials, self.official_metrics
+        if officials is None or m is None:
+            return
+        m.set_reach(officials.reach.totals())
+        top = officials.top_races(m.top_k)
+        m.set_races([r.reach_ratio() for r in top], [r.state for r in officials.races.values()])
+        n_open, oldest = officials.webcare.open_stats(officials.watermark)
+        m.webcare_open.labels(self.event).set(n_open)
+        m.webcare_oldest.labels(self.event).set(oldest)
+
+    async def _publish_officials(self, ob: OfficialBatch, engaged: dict[str, list[str]]
+                                 ) -> list[Output]:
         officials, m = self.officials, self.official_metrics
         if officials is None:  # pragma: no cover - callers check
             return []
@@ -296,14 +309,6 @@ class RumourStage:
             out.append((self.topic_signals,
                         link_key(str(ev["official_post"]), str(ev["cluster"])).encode(),
                         dumps(record), None))
-        if m is not None and gauges:
-            m.set_reach(officials.reach.totals())
-            top = officials.top_races(m.top_k)
-            m.set_races([r.reach_ratio() for r in top],
-                        [r.state for r in officials.races.values()])
-            n_open, oldest = officials.webcare.open_stats(officials.watermark)
-            m.webcare_open.labels(self.event).set(n_open)
-            m.webcare_oldest.labels(self.event).set(oldest)
         if m is not None:
             m.outrunning.labels(self.event).inc(
                 sum(1 for ev in ob.race_events if ev.get("event") == "fired"))

@@ -22,7 +22,7 @@ from models.official_tracker import OfficialTracker
 from models.privacy import Pseudonymiser
 from models.rumour import RumourScorer, RumourSettings
 from models.rumour_tracker import TRACKED_KINDS, RumourTracker, post_ts
-from streams.metrics import RumourMetrics
+from streams.metrics import OfficialMetrics, RumourMetrics
 from streams.rumours import RumourStage
 from streams.state import MemoryStore
 
@@ -407,13 +407,19 @@ def test_only_changed_races_are_taken_for_publishing() -> None:
     assert officials.races == {} and officials._by_post == {} == officials._by_cluster
 
 
-def test_gauges_follow_batches_at_most_every_interval_and_every_tick() -> None:
+def test_gauges_follow_batches_at_most_every_interval_and_every_tick(
+        event: EventConfig) -> None:
     """Each gauge refresh walks every cluster and official post: batches refresh them at
-    most every ``gauges_every_s``, the 5 s tick always; counters move with every batch."""
+    most every ``gauges_every_s``, the 5 s tick always (the official ones too: a soak's last
+    batches left them stale for good); counters move with every batch."""
     registry = CollectorRegistry()
+    base = OfficialRegistry.from_event(event)
     stage = RumourStage(_tracker(), event=EVENT, store=MemoryStore(),
                         metrics=RumourMetrics(registry, EVENT, top_k=3),
-                        topic_events="clusters.events", state_ttl_s=600, gauges_every_s=3600)
+                        topic_events="clusters.events", state_ttl_s=600, gauges_every_s=3600,
+                        officials=OfficialTracker(base),
+                        official_metrics=OfficialMetrics(registry, EVENT, top_k=3),
+                        base_registry=base)
     posts = generate("rumour-rebuttal", seed=5, n_posts=1200).posts
     values = [json.dumps(p).encode() for p in posts]
 
@@ -426,18 +432,25 @@ def test_gauges_follow_batches_at_most_every_interval_and_every_tick() -> None:
         return sum(s.value for m in registry.collect() for s in m.samples
                    if s.name == "crowdwatch_rumour_posts_total")
 
+    def official() -> float:
+        return registry.get_sample_value("crowdwatch_official_posts_tracked",
+                                          {"event": EVENT}) or 0.0
+
     async def run() -> list[float]:
         seen = []
         await stage.process(values[:100])  # the first batch refreshes them
-        seen += [active(), posts_counted()]
+        seen += [active(), posts_counted(), official()]
         await stage.process(values[100:])
-        seen += [active(), posts_counted()]
+        seen += [active(), posts_counted(), official()]
         await stage.tick()
-        seen += [active()]
+        seen += [active(), official()]
         return seen
 
-    first, counted_first, second, counted_second, ticked = asyncio.run(run())
+    first, counted_first, off_first, second, counted_second, off_second, ticked, off_ticked = \
+        asyncio.run(run())
     stage.close()
     live = sum(1 for c in stage.tracker.clusterer.clusters.values() if c.size >= 2)
     assert second == first != ticked == live
     assert counted_second > counted_first > 0
+    assert stage.officials is not None
+    assert off_second == off_first != off_ticked == len(stage.officials.reach.posts) > 0

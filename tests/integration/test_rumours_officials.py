@@ -90,7 +90,9 @@ def test_rumours_reach_and_webcare_on_the_real_stack(worker_factory: Any,
     assert run_cli("rebut", official, cluster, env=env).returncode == 0
     races = wait_for(lambda: _docs(w, "races").get(f"{official}|{cluster}"), timeout=30)
     assert races and races["cluster"] == cluster
-    assert w.metric("crowdwatch_official_posts_tracked") >= len(want)
+    # the state gauges follow batches at most once a second and every tick (5 s)
+    assert wait_for(lambda: w.metric("crowdwatch_official_posts_tracked") >= len(want),
+                    timeout=30)
 
 
 def _docs(w: Worker, kind: str) -> dict[str, Any]:
