@@ -296,11 +296,6 @@ class OnlineClusterer:
         size = cluster.size
         self._peak_active = max(self._peak_active, len(self.clusters))
         dropped = self._drop_idle(self.watermark)
-        while len(self.clusters) > self.settings.max_clusters:  # the least recently touched
-            _cid, gone = self.clusters.popitem(last=False)
-            self._release(gone)
-            self.expired_total += 1
-            dropped.append(gone)
         if cluster.id in self.clusters \
                 and cluster.last_seen < self.watermark - self.settings.ttl_s:
             # a late post (older than the TTL) into an idle cluster: that cluster is expired
@@ -507,11 +502,14 @@ class OnlineClusterer:
         return out
 
     def _drop_idle(self, now: float) -> list[Cluster]:
+        """Expire the least recently touched clusters while they are idle for ``ttl_s`` or
+        there are more than ``max_clusters``."""
         out: list[Cluster] = []
         limit = now - self.settings.ttl_s
+        cap = self.settings.max_clusters
         while self.clusters:
             c = next(iter(self.clusters.values()))
-            if c.last_seen >= limit:
+            if c.last_seen >= limit and len(self.clusters) <= cap:
                 break
             self.clusters.popitem(last=False)
             self._release(c)
