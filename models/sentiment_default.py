@@ -134,8 +134,8 @@ def quantize_for_cpu(model: Any, keep_ffn_down_fp32: bool = False) -> Any:
     """int8 dynamic quantisation (``torch.ao.quantization.quantize_dynamic``) for CPU use.
 
     By default every ``nn.Linear`` is quantised: the fastest torch variant (about 1,000
-    posts/s on 2 quiet cores for the 4-layer default; the served ONNX Runtime path in
-    :mod:`models.sentiment` is a little faster, see docs/sentiment-model.md).
+    posts/s on 2 quiet VNNI cores for the 5-layer default; the served ONNX Runtime path
+    in :mod:`models.sentiment` is a little faster, see docs/sentiment-model.md).
     ``keep_ffn_down_fp32`` quantises only the encoder's Q/K/V, attention-output and FFN-up
     projections and keeps the FFN down-projections (whose inputs carry BERT's activation
     outliers), the pooler and the classifier fp32: closer to fp32 quality, ~40 % slower.

