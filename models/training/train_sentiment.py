@@ -322,12 +322,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     _print_metrics(f"final fp32 (training {train_s:.0f}s)", metrics)
 
     command = (f"python -m models.training.train_sentiment --seed {args.seed} "
-               f"--layers {args.layers} --epochs {args.epochs} --threads {args.threads}"
+               f"--layers {args.layers} --epochs {args.epochs} --threads {args.threads} "
+               f"--lr {args.lr:g} --batch-size {args.batch_size} --max-length {args.max_length}"
                + ("" if args.nl_lexicon else " --no-nl-lexicon")
-               + "".join(f" --{k.replace('_', '-')} {getattr(args, k)}"
-                         for k, default in (("lr", 1e-4), ("batch_size", 32),
-                                            ("max_length", 64))
-                         if getattr(args, k) != default))
+               + (f" --limit {args.limit}" if args.limit else ""))
     meta = {"command": command, "seed": args.seed, "layers": args.layers,
             "epochs": args.epochs, "lr": args.lr,
             "batch_size": args.batch_size, "max_length": args.max_length,
