@@ -45,6 +45,8 @@ def register(pipeline: Pipeline) -> None:
             await pipeline.emit(outputs)
             for e in events:
                 recovery.processed(e.message.partition, e.message.offset)
+                # the stall watchdog of a rumour process watches posts.claims
+                pipeline.processed[(e.message.topic, e.message.partition)] = e.message.offset
 
     @pipeline.app.timer(interval=TICK_S, name="crowdwatch.rumours.tick")
     async def rumour_tick() -> None:

@@ -54,7 +54,7 @@ import time
 import urllib.request
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,11 +195,11 @@ async def read_topic(bootstrap: str, topic: str,
 class GroupLag:
     """Records behind per input topic of the worker's consumer group (committed offsets)."""
 
-    def __init__(self, settings: Settings, group: str, topics: list[str]) -> None:
+    def __init__(self, settings: Settings, groups: Sequence[str], topics: list[str]) -> None:
         from kafka import KafkaConsumer
         from kafka.admin import KafkaAdminClient
 
-        self.group = group
+        self.groups = list(groups)  # the worker's, and its rumour process's when it has one
         self.topics = topics
         self.admin = KafkaAdminClient(client_id="soak-lag", **settings.kafka_client_kwargs())
         self.consumer = KafkaConsumer(**settings.kafka_client_kwargs())
@@ -208,11 +208,13 @@ class GroupLag:
         """(records behind, records committed) per topic; -1 when not readable."""
         from kafka import TopicPartition as KTP
 
+        committed: dict[Any, Any] = {}
         try:
-            if hasattr(self.admin, "list_group_offsets"):  # kafka-python >= 3
-                committed = self.admin.list_group_offsets({self.group: None})[self.group]
-            else:
-                committed = self.admin.list_consumer_group_offsets(self.group)
+            for group in self.groups:
+                if hasattr(self.admin, "list_group_offsets"):  # kafka-python >= 3
+                    committed.update(self.admin.list_group_offsets({group: None})[group])
+                else:
+                    committed.update(self.admin.list_consumer_group_offsets(group))
         except Exception as exc:  # a sample without lag is better than a failed soak
             print(f"  (lag not read: {exc.__class__.__name__}: {exc})", flush=True)
             return dict.fromkeys(self.topics, -1), dict.fromkeys(self.topics, -1)
@@ -274,20 +276,27 @@ STAGES: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-def scrape(port: int) -> tuple[dict[str, float], dict[float, float]]:
-    """Stage counts and the enrich-latency histogram buckets (le -> cumulative count)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
+def scrape(ports: Sequence[int]) -> tuple[dict[str, float], dict[float, float]]:
+    """Stage counts and the enrich-latency histogram buckets (le -> cumulative count),
+    summed over the worker's processes (``ports``: its own and its rumour process's)."""
     values = dict.fromkeys(STAGES, 0.0)
     buckets: dict[float, float] = {}
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        _scrape_text(text, values, buckets)
+    return values, buckets
+
+
+def _scrape_text(text: str, values: dict[str, float], buckets: dict[float, float]) -> None:
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "crowdwatch_processing_latency_seconds_bucket":
-                buckets[float(s.labels["le"])] = s.value
+                le = float(s.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + s.value
             for stage, (name, labels) in STAGES.items():
                 if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                     values[stage] += s.value
-    return values, buckets
 
 
 def histogram_pct(buckets: dict[float, float], q: float) -> float:
@@ -319,6 +328,16 @@ class Run:
     logdir: Path
     proc: subprocess.Popen[bytes] | None = None
     topics: list[str] = field(default_factory=list)
+    #: the rumour process's port (``--rumour-process``), else None
+    rumour_port: int | None = None
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port] if self.rumour_port is None else [self.port, self.rumour_port]
+
+    @property
+    def groups(self) -> list[str]:
+        return [self.tag] if self.rumour_port is None else [self.tag, self.settings.rumour_app_id]
 
     def start(self) -> None:
         with (self.logdir / "worker.log").open("ab") as log:
@@ -328,14 +347,18 @@ class Run:
 
     def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
+        waiting = list(self.ports)
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError("worker exited:\n" + self.log_tail())
             try:
                 with urllib.request.urlopen(
-                        f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                        f"http://127.0.0.1:{waiting[0]}/health", timeout=2) as r:
                     if orjson.loads(r.read()).get("assigned_partitions"):
-                        return
+                        waiting.pop(0)
+                        if not waiting:
+                            return
+                        continue
             except (OSError, ValueError):
                 pass
             time.sleep(0.5)
@@ -358,6 +381,7 @@ class Run:
 def make_run(settings: Settings, args: argparse.Namespace, logdir: Path) -> Run:
     tag = f"soak-{uuid.uuid4().hex[:8]}"
     port = free_port()
+    rumour_port = free_port() if args.rumour_process else None
     values: dict[str, Any] = {
         "app_id": tag, "topic_raw": f"{tag}.raw", "topic_enriched": f"{tag}.enriched",
         "topic_deadletter": f"{tag}.deadletter", "topic_scored": f"{tag}.scored",
@@ -367,6 +391,7 @@ def make_run(settings: Settings, args: argparse.Namespace, logdir: Path) -> Run:
         "redis_prefix": tag, "broker_session_timeout": 10.0,
         "event_file": EVENT_FILE, "rumours_enabled": True,
         "alertmanager_url": settings.alertmanager_url if args.alertmanager else "",
+        "rumour_process": bool(args.rumour_process), "rumour_web_port": rumour_port or 0,
     }
     run_settings = settings.model_copy(update=values)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDWATCH_")}
@@ -380,7 +405,7 @@ def make_run(settings: Settings, args: argparse.Namespace, logdir: Path) -> Run:
     topics = [values[k] for k in ("topic_raw", "topic_enriched", "topic_deadletter",
                                   "topic_scored", "topic_signals", "topic_claims",
                                   "topic_cluster_events")]
-    return Run(tag, run_settings, env, port, logdir, topics=topics)
+    return Run(tag, run_settings, env, port, logdir, topics=topics, rumour_port=rumour_port)
 
 
 def drop_redis_keys(settings: Settings, prefix: str) -> int:
@@ -430,7 +455,7 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
                ) -> dict[str, Any]:
     bs = run.settings.kafka_bootstrap
     s = run.settings
-    lagger = GroupLag(s, run.tag, [s.topic_raw, s.topic_enriched, s.topic_claims])
+    lagger = GroupLag(s, run.groups, [s.topic_raw, s.topic_enriched, s.topic_claims])
     loop = asyncio.get_running_loop()
     samples: list[Sample] = []
     sent = [0]
@@ -454,7 +479,7 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
 
     async def scrape_metrics(t0: float) -> tuple[dict[str, float], dict[float, float]]:
         try:
-            got = await loop.run_in_executor(None, scrape, run.port)
+            got = await loop.run_in_executor(None, scrape, run.ports)
         except (OSError, ValueError) as exc:  # URLError and socket timeouts are OSErrors
             if down_since[0] is None:
                 down_since[0] = at = time.time() - t0
@@ -646,6 +671,9 @@ def main() -> int:
     ap.add_argument("--no-record", action="store_true",
                     help="do not record the result for docs/reliability.md")
     ap.add_argument("--keep", action="store_true", help="keep topics, Redis keys, temp files")
+    ap.add_argument("--rumour-process", action=argparse.BooleanOptionalAction, default=False,
+                    help="the worker runs its rumour stage in a child process "
+                    "(CROWDWATCH_RUMOUR_PROCESS)")
     ap.add_argument("--worker-env", action="append", default=[], metavar="SETTING=VALUE",
                     help="a worker setting for this run (CROWDWATCH_ prefix optional; "
                     "repeatable), e.g. MALLOC_TRIM_EVERY_S=0")
@@ -686,7 +714,8 @@ def main() -> int:
         w0 = time.monotonic()
         run.wait_ready()
         feeding = f"{args.rate:,.0f} posts/s" if args.rate else "unthrottled"
-        print(f"worker {run.tag} ready in {time.monotonic() - w0:.0f} s (port {run.port}, "
+        print(f"worker {run.tag} ready in {time.monotonic() - w0:.0f} s (port "
+              f"{'/'.join(map(str, run.ports))}, "
               f"sentiment {args.sentiment}, embedder {args.embedder}, alertmanager "
               f"{'on' if args.alertmanager else 'off'}); feeding {feeding}", flush=True)
         result = asyncio.run(soak(run, path, args, valid, malformed))
@@ -751,7 +780,8 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
     print()
     print("=" * 78)
     print(f"soak: {valid:,} generated posts ({args.scenario}) + {malformed:,} malformed, "
-          f"1 worker, full pipeline (sentiment {args.sentiment}, embedder {args.embedder}, "
+          f"1 worker{' (rumour stage in its own process)' if args.rumour_process else ''}, "
+          f"full pipeline (sentiment {args.sentiment}, embedder {args.embedder}, "
           f"alerts {'-> Alertmanager' if args.alertmanager else 'off'}"
           f"{'; ' + ' '.join(args.worker_env) if args.worker_env else ''}); "
           f"{describe()}, load now {load()}")

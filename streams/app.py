@@ -53,6 +53,7 @@ from streams.metrics import (
     SafetyMetrics,
 )
 from streams.rebuild import CHECK_EVERY_S, RebuildMetrics, StateGuard
+from streams.rumour_process import RumourProcess
 from streams.rumours import RumourStage
 from streams.runtime import trim_malloc
 from streams.settings import Settings
@@ -101,6 +102,10 @@ class Worker(faust.Worker):
         self.spinner = None
 
 
+class RumourProcessError(RuntimeError):
+    """The worker's rumour process ended (``streams.rumour_process``)."""
+
+
 class Pipeline:
     """Everything one worker process runs."""
 
@@ -139,8 +144,19 @@ class Pipeline:
         )
         self.safety_metrics = SafetyMetrics(
             registry, self.event_name, areas=[a.name for a in event.areas] if event else ())
+        #: what this process runs (``worker_role``): "all", "ingest" (no rumour stage here:
+        #: a rumour process reads posts.claims) or "rumours" (the rumour stage only)
+        self.role = settings.worker_role
+        if self.role == "rumours" and tracker is None:
+            raise ValueError("worker_role 'rumours' needs the rumour stage's tracker")
+        if self.role != "all":  # the rumour stage runs in exactly one of the two processes
+            tracker = tracker if self.role == "rumours" else None
+        ingest = self.role != "rumours"
+        #: posts.claims is written here: for this process's rumour stage or a rumour process
+        self.feeds_claims = ingest and (tracker is not None or (
+            self.role == "ingest" and settings.rumours_enabled))
         # without sentiment the rumour stage's input comes straight from enrichment
-        claims_from_enrich = settings.topic_claims if tracker is not None and scorer is None \
+        claims_from_enrich = settings.topic_claims if self.feeds_claims and scorer is None \
             else None
         pseudonymiser = author_pseudonymiser(settings)  # None: raw authors (setting off)
         self.processor = BatchProcessor(event, max_text_chars=settings.max_text_chars,
@@ -162,6 +178,7 @@ class Pipeline:
             )
         self.started_at = time.time()
         self.last_batch_at: float | None = None
+        self.child: RumourProcess | None = None  # watch_child
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset
         datadir = Path(settings.data_dir) / settings.app_id
         datadir.mkdir(parents=True, exist_ok=True)
@@ -194,8 +211,9 @@ class Pipeline:
         self.enriched_topic = self.app.topic(settings.topic_enriched, key_type=bytes,
                                              value_type=bytes, key_serializer="raw",
                                              value_serializer="raw")
-        enrich_agent.register(self)
-        self.scorer = scorer
+        if ingest:
+            enrich_agent.register(self)
+        self.scorer = scorer if ingest else None
         self.mood_metrics = MoodMetrics(registry, self.event_name)
         self.detector = MoodShiftDetector(shift)
         # one thread: torch parallelises inside a batch (CROWDWATCH_SENTIMENT_THREADS)
@@ -221,13 +239,14 @@ class Pipeline:
             self.rumours.alerts = self.alerts
             self.rumours.annotations = annotations_agent.register(self)
             rumours_agent.register(self)
-        if scorer is not None:
+        if self.scorer is not None:
             sentiment_agent.register(self)
         self._register_web()
         self._register_api()
         self._register_timers()
         self.state_guard = StateGuard(settings, self.store, self.event_name, self.rebuild_metrics)
-        self._register_state_guard()
+        if ingest:  # the counts belong to the ingest side; the clusters rebuild themselves
+            self._register_state_guard()
 
     # ---- state, outputs, metrics (called by agents) ----
 
@@ -255,7 +274,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         cache = self.scorer if isinstance(self.scorer, CachedScorer) else None
         hits_before = cache.hits if cache else 0
-        claims = self.settings.topic_claims if self.rumours is not None else None
+        claims = self.settings.topic_claims if self.feeds_claims else None
         batch = await loop.run_in_executor(self.score_executor, score_values, list(values),
                                            self.scorer, self.settings.topic_scored, claims)
         self.mood_metrics.scored.inc(len(batch.rows))
@@ -323,13 +342,16 @@ class Pipeline:
     # ---- lag, health, web ----
 
     def partition_samples(self) -> list[PartitionSample]:
-        """Committed, processed and end offsets of the assigned partitions of posts.raw."""
+        """Committed, processed and end offsets of the assigned partitions of this process's
+        input: posts.raw, or posts.claims in a rumour process."""
         consumer = self.app.consumer
         committed = getattr(consumer, "_committed_offset", {})  # no public API
+        topic = self.settings.topic_claims if self.role == "rumours" else \
+            self.settings.topic_raw
         return [PartitionSample(tp.topic, tp.partition, committed.get(tp),
                                 self.processed.get((tp.topic, tp.partition)),
                                 consumer.highwater(tp))
-                for tp in consumer.assignment() if tp.topic == self.settings.topic_raw]
+                for tp in consumer.assignment() if tp.topic == topic]
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind the end per assigned partition of posts.raw (ends known only)."""
@@ -355,10 +377,18 @@ class Pipeline:
         now = time.time()
         last = self.last_batch_at
         stalled = self.watchdog.stalled
-        ok = store_ok and not stalled and not self.app.should_stop
-        return ok, health_body(ok, event=self.event_name, store_ok=store_ok, lags=lags,
-                               stalled=stalled, stall_after_s=self.watchdog.stall_after_s,
-                               since_last_batch=None if last is None else now - last)
+        child = self.child
+        child_ok = child is None or child.exit_code() is None
+        ok = store_ok and child_ok and not stalled and not self.app.should_stop
+        body = health_body(ok, event=self.event_name, store_ok=store_ok, lags=lags,
+                           stalled=stalled, stall_after_s=self.watchdog.stall_after_s,
+                           since_last_batch=None if last is None else now - last)
+        if self.role != "all":
+            body["role"] = self.role
+        if child is not None:
+            body["rumour_process"] = {"pid": child.pid, "running": child_ok,
+                                      "port": self.settings.rumour_port}
+        return ok, body
 
     def _register_web(self) -> None:
         pipeline = self
@@ -472,6 +502,29 @@ class Pipeline:
             raise WorkerStalledError(f"partitions stalled: {names}")
         except WorkerStalledError as exc:
             await self.app.crash(exc)
+
+    def watch_child(self, child: RumourProcess) -> None:
+        """The worker stops (exit code 1) when its rumour process ends: its supervisor then
+        restarts both (``streams.rumour_process``); ``/health`` fails meanwhile."""
+        self.child = child
+
+        @self.app.timer(interval=1.0, name="crowdwatch.rumour_process")
+        async def watch_rumour_process() -> None:
+            await self.check_child()
+
+    async def check_child(self) -> bool:
+        """True (and the worker crashing) when the rumour process has ended."""
+        child = self.child
+        code = child.exit_code() if child is not None else None
+        if child is None or code is None or self.app.should_stop or self.app.crashed:
+            return False
+        log.error("the rumour process (pid %s) ended with exit code %d; stopping the worker "
+                  "(exit code 1) so that its supervisor restarts both", child.pid, code)
+        try:  # raised, so that mode's crash log carries a traceback
+            raise RumourProcessError(f"rumour process ended with exit code {code}")
+        except RumourProcessError as exc:
+            await self.app.crash(exc)
+        return True
 
     def _stopping(self) -> bool:
         app = getattr(self, "app", None)

@@ -732,6 +732,9 @@ def worker(
     if not settings.kafka_configured:
         raise fail("no Kafka configured: set CROWDWATCH_KAFKA_BOOTSTRAP or run "
                    "`crowdwatch stack up` (or try `crowdwatch demo`)")
+    if settings.worker_role == "rumours" and not settings.rumours_enabled:
+        raise fail("CROWDWATCH_WORKER_ROLE=rumours runs only the rumour stage, but "
+                   "CROWDWATCH_RUMOURS_ENABLED is false")
     limit_malloc_arenas(settings.malloc_arena_max)  # before the worker's threads start
     try:
         event = event_from(settings, event_path)
@@ -746,13 +749,22 @@ def worker(
     except Exception as exc:
         raise fail(f"cannot reach Redis for the pseudonym key: {exc} (or set "
                    "CROWDWATCH_PSEUDONYM_KEY)") from None
-    try:
-        scorer = sentiment_scorer_from(settings)
-    except (OSError, ValueError, ImportError) as exc:
-        raise fail(f"sentiment model: {exc} (CROWDWATCH_SENTIMENT_MODEL="
-                   f"{settings.sentiment_model!r}; 'off' disables scoring)") from None
+    child = None
+    if settings.rumour_process and settings.rumours_enabled and settings.worker_role == "all":
+        from streams.rumour_process import RumourProcess
+
+        # this process: the ingest side; the rumour stage: a child (streams.rumour_process)
+        settings = settings.model_copy(update={"worker_role": "ingest"})
+        child = RumourProcess(settings, loglevel=loglevel, event_path=event_path)
+    scorer = None
+    if settings.worker_role != "rumours":
+        try:
+            scorer = sentiment_scorer_from(settings)
+        except (OSError, ValueError, ImportError) as exc:
+            raise fail(f"sentiment model: {exc} (CROWDWATCH_SENTIMENT_MODEL="
+                       f"{settings.sentiment_model!r}; 'off' disables scoring)") from None
     tracker = None
-    if settings.rumours_enabled:
+    if settings.rumours_enabled and settings.worker_role != "ingest":
         from streams.rumours import tracker_from
 
         try:
@@ -764,9 +776,19 @@ def worker(
     pipeline = Pipeline(settings, store=store_from(settings), registry=CollectorRegistry(),
                         event=event, scorer=scorer, shift=shift_config_from(settings),
                         tracker=tracker)
-    err.print(f"worker {settings.app_id}: /metrics and /health on "
+    role = "" if settings.worker_role == "all" else f" ({settings.worker_role})"
+    err.print(f"worker {settings.app_id}{role}: /metrics and /health on "
               f"http://{settings.web_host}:{settings.web_port}", highlight=False)
-    Worker(pipeline.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+    if child is not None:
+        err.print(f"rumour process {settings.rumour_app_id}: /metrics and /health on "
+                  f"http://{settings.web_host}:{settings.rumour_port}", highlight=False)
+        child.start()
+        pipeline.watch_child(child)
+    try:
+        Worker(pipeline.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+    finally:
+        if child is not None:
+            child.stop()
 
 
 # ---------------------------------------------------------------- demo

@@ -135,6 +135,18 @@ class Settings(BaseSettings):
     app_id: str = Field(default="crowdwatch", description="Faust app id = Kafka consumer group")
     web_host: str = Field(default="127.0.0.1", description="Bind address of /metrics and /health")
     web_port: int = Field(default=6066, ge=0, le=65535)
+    rumour_process: bool = Field(default=False, description=(
+        "Run the rumour stage in a child process of `crowdwatch worker` (its own Python "
+        "interpreter, so its clustering does not wait for the enrichment and sentiment "
+        "threads' turn; consumer group <app_id>-rumours, /metrics and /health on "
+        "rumour_web_port). The worker stops when the child does and the child when the "
+        "worker does"))
+    rumour_web_port: int = Field(default=0, ge=0, le=65535, description=(
+        "Port of the rumour process's /metrics and /health; 0 = web_port + 1"))
+    worker_role: Literal["all", "ingest", "rumours"] = Field(default="all", description=(
+        "What this worker process runs: all stages; 'ingest' = enrichment, sentiment, "
+        "alerts, writing posts.claims for a rumour process; 'rumours' = the rumour stage "
+        "only (set by the worker for its child when rumour_process is on)"))
     api_token: SecretStr = Field(default=SecretStr(""), description=(
         "Bearer token required by the worker's /api/* (citizen data). Empty: /api/* answers "
         "only when CROWDWATCH_WEB_HOST is a loopback address, else 403"))
@@ -178,6 +190,16 @@ class Settings(BaseSettings):
     @property
     def redis_configured(self) -> bool:
         return bool(self.redis_url.get_secret_value().strip())
+
+    @property
+    def rumour_app_id(self) -> str:
+        """Consumer group of the rumour process (``rumour_process``)."""
+        return f"{self.app_id}-rumours"
+
+    @property
+    def rumour_port(self) -> int:
+        """Port of the rumour process's /metrics and /health (``rumour_process``)."""
+        return self.rumour_web_port or self.web_port + 1
 
     @model_validator(mode="after")
     def _redis_tls_needs_rediss(self) -> Settings:

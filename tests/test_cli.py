@@ -131,6 +131,16 @@ def test_replay_and_worker_need_kafka(tmp_path: Path, monkeypatch: pytest.Monkey
         assert res.exit_code == 2 and "no Kafka configured" in res.output
 
 
+def test_a_rumours_only_worker_needs_the_rumour_stage(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CROWDWATCH_STACK_FILE", str(tmp_path / "none.env"))
+    monkeypatch.setenv("CROWDWATCH_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.setenv("CROWDWATCH_WORKER_ROLE", "rumours")
+    monkeypatch.setenv("CROWDWATCH_RUMOURS_ENABLED", "false")
+    res = runner.invoke(app, ["worker"])
+    assert res.exit_code == 2 and "CROWDWATCH_RUMOURS_ENABLED is false" in res.output
+
+
 def test_replay_rejects_contradicting_options(tmp_path: Path) -> None:
     res = runner.invoke(app, ["replay", "x.jsonl", "--speed", "2", "--max-rate", "10",
                               "--bootstrap", "127.0.0.1:1"])

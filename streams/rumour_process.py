@@ -1,0 +1,113 @@
+"""The rumour stage in a child process of ``crowdwatch worker`` (``rumour_process``).
+
+One worker process runs the enrichment and sentiment threads, the event loop with the
+Kafka and Redis clients and the rumour stage's clustering thread, all under one Python
+interpreter lock. On two cores that lock, not the CPU, caps the worker: the clustering
+thread waits for its turn while the other stages hold it (docs/architecture.md,
+"Throughput"). With ``CROWDWATCH_RUMOUR_PROCESS=true`` the worker runs as the *ingest*
+side (``worker_role=ingest``: enrichment, sentiment, alerts, writing ``posts.claims``) and
+starts ``crowdwatch worker`` once more as its child with ``worker_role=rumours``: the
+rumour stage alone, reading ``posts.claims`` in its own consumer group
+(``<app_id>-rumours``), with its own ``/metrics`` and ``/health`` on ``rumour_port``.
+
+The two live and die together: the child gets ``SIGTERM`` when the worker's process ends
+(Linux ``PR_SET_PDEATHSIG``, so also after ``kill -9``), and the worker stops with exit
+code 1 when the child ends, so its supervisor restarts both. Nothing else is shared: each
+side commits its own offsets, and the rumour side rebuilds its clusters from
+``posts.claims`` on start (``streams.recovery``) as a single worker does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RumourProcess", "child_env"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """``preexec_fn``: SIGTERM when the parent process ends (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def child_env(settings: Settings, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The child's environment: the worker's, with the settings that differ for the rumour
+    side (role, consumer group, port). Settings given as command-line options reach the
+    child this way too; secrets stay where they were (the environment or the files that
+    ``CROWDWATCH_*_FILE`` settings name), and the pseudonym key comes from Redis as for any
+    worker."""
+    env = dict(os.environ if environ is None else environ)
+    env.update({
+        "CROWDWATCH_WORKER_ROLE": "rumours",
+        "CROWDWATCH_RUMOUR_PROCESS": "false",
+        "CROWDWATCH_APP_ID": settings.rumour_app_id,
+        "CROWDWATCH_WEB_PORT": str(settings.rumour_port),
+        "CROWDWATCH_WEB_HOST": settings.web_host,
+    })
+    if settings.event_file is not None:
+        env["CROWDWATCH_EVENT_FILE"] = str(settings.event_file)
+    return env
+
+
+class RumourProcess:
+    """Starts, watches and stops the rumour-stage child of a worker."""
+
+    def __init__(self, settings: Settings, *, loglevel: str = "info",
+                 event_path: Path | None = None) -> None:
+        self.settings = settings
+        self.loglevel = loglevel
+        self.event_path = event_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "streams.cli", "worker", "--loglevel", self.loglevel]
+        if self.event_path is not None:
+            cmd += ["--event", str(self.event_path)]
+        return cmd
+
+    def start(self) -> None:
+        # stdout/stderr are the worker's: one log stream for the supervisor to keep
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.command(), env=child_env(self.settings), preexec_fn=_die_with_parent)
+        log.info("rumour process started (pid %d, consumer group %s, /metrics on port %d)",
+                 self.proc.pid, self.settings.rumour_app_id, self.settings.rumour_port)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def exit_code(self) -> int | None:
+        """None while the child runs (or was never started)."""
+        return self.proc.poll() if self.proc is not None else None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("rumour process %d did not stop in %.0f s: killed", proc.pid,
+                            timeout)
+                proc.kill()
+                proc.wait()
+        return proc.returncode

@@ -1,0 +1,106 @@
+"""The worker's roles (``worker_role``) and its rumour process (``streams.rumour_process``)
+without Kafka; the two processes on the real stack: tests/integration/test_rumour_process.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from models.event import load_event
+from streams.app import Pipeline
+from streams.rumour_process import RumourProcess, child_env
+from streams.rumours import tracker_from
+from streams.runtime import PACKAGED_EVENT
+from streams.settings import Settings
+from streams.state import MemoryStore
+
+
+def _settings(tmp_path: Path, **values: Any) -> Settings:
+    values.setdefault("app_id", f"test-{tmp_path.name}")
+    return Settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path,
+                    cluster_embedder="hashing", **values)
+
+
+def _pipeline(settings: Settings, *, tracker: bool) -> Pipeline:
+    event = load_event(PACKAGED_EVENT)
+    return Pipeline(settings, store=MemoryStore(), registry=CollectorRegistry(), event=event,
+                    tracker=tracker_from(settings, event) if tracker else None,
+                    web_enabled=False)
+
+
+def test_the_default_role_runs_every_stage_in_one_process(tmp_path: Path) -> None:
+    p = _pipeline(_settings(tmp_path), tracker=True)
+    assert {"crowdwatch.enrich", "crowdwatch.rumours"} <= set(p.app.agents)
+    assert p.rumours is not None and p.feeds_claims
+    # no sentiment: enrichment writes the rumour stage's input
+    assert p.processor.topic_claims == p.settings.topic_claims
+
+
+def test_the_ingest_role_feeds_posts_claims_but_runs_no_rumour_stage(tmp_path: Path) -> None:
+    p = _pipeline(_settings(tmp_path, worker_role="ingest"), tracker=True)
+    assert "crowdwatch.enrich" in p.app.agents
+    assert "crowdwatch.rumours" not in p.app.agents
+    assert p.rumours is None and p.feeds_claims
+    assert p.processor.topic_claims == p.settings.topic_claims
+
+
+def test_the_ingest_role_writes_no_claims_when_rumours_are_off(tmp_path: Path) -> None:
+    p = _pipeline(_settings(tmp_path, worker_role="ingest", rumours_enabled=False),
+                  tracker=False)
+    assert not p.feeds_claims and p.processor.topic_claims is None
+
+
+def test_the_rumours_role_runs_only_the_rumour_stage(tmp_path: Path) -> None:
+    p = _pipeline(_settings(tmp_path, worker_role="rumours"), tracker=True)
+    assert "crowdwatch.rumours" in p.app.agents
+    assert "crowdwatch.enrich" not in p.app.agents
+    assert "crowdwatch.sentiment" not in p.app.agents
+    assert p.rumours is not None and not p.feeds_claims and p.scorer is None
+    with pytest.raises(ValueError, match="tracker"):
+        _pipeline(_settings(tmp_path / "x", worker_role="rumours"), tracker=False)
+
+
+def test_the_child_gets_its_own_role_group_and_port(tmp_path: Path) -> None:
+    event = tmp_path / "event.yaml"
+    s = _settings(tmp_path, app_id="cp-amsterdam", web_port=7000, rumour_process=True,
+                  event_file=event)
+    env = child_env(s, {"CROWDWATCH_APP_ID": "other", "PATH": "/bin"})
+    assert env["CROWDWATCH_WORKER_ROLE"] == "rumours"
+    assert env["CROWDWATCH_RUMOUR_PROCESS"] == "false"  # no grandchild
+    assert env["CROWDWATCH_APP_ID"] == "cp-amsterdam-rumours" == s.rumour_app_id
+    assert env["CROWDWATCH_WEB_PORT"] == "7001" == str(s.rumour_port)
+    assert env["CROWDWATCH_EVENT_FILE"] == str(event)
+    assert env["PATH"] == "/bin"
+    assert _settings(tmp_path, web_port=7000, rumour_web_port=9100).rumour_port == 9100
+
+
+@pytest.fixture
+def ended() -> subprocess.Popen[bytes]:
+    """A child process that has ended with exit code 3."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    proc.wait()
+    return proc
+
+
+@pytest.mark.asyncio
+async def test_the_worker_stops_when_its_rumour_process_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ended: subprocess.Popen[bytes]) -> None:
+    p = _pipeline(_settings(tmp_path, worker_role="ingest", rumour_process=True),
+                  tracker=False)
+    child = RumourProcess(p.settings)
+    child.proc = ended
+    p.watch_child(child)
+    crashed: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashed.append(exc)
+
+    monkeypatch.setattr(p.app, "crash", crash)
+    assert await p.check_child()
+    assert crashed and "exit code 3" in str(crashed[0])
+    assert child.stop() == 3  # already ended: nothing to signal
