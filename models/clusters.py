@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from models.embed import TextEmbedder, embed_key
-from models.minhash import MinHasher, MinHashLSH, jaccard
+from models.minhash import MinHasher, MinHashLSH
 from models.text import hashtags
 
 ENGAGEMENT_KINDS = ("reply", "repost", "quote")
@@ -166,7 +166,11 @@ class Cluster:
         """Posts a minute over ``(now - offset - window, now - offset]``."""
         hi = int((now - offset_s) // 60)
         lo = int((now - offset_s - window_s) // 60)
-        n = sum(c for m, c in self.minutes.items() if lo < m <= hi)
+        minutes = self.minutes
+        if hi - lo < len(minutes):  # look up the window's minutes (called once per post)
+            n = sum(minutes.get(m, 0) for m in range(lo + 1, hi + 1))
+        else:
+            n = sum(c for m, c in minutes.items() if lo < m <= hi)
         return n / max(window_s / 60.0, 1e-9)
 
     def top_terms(self, k: int) -> list[str]:
@@ -423,13 +427,24 @@ class OnlineClusterer:
         return sig
 
     def _near_duplicate(self, mh: np.ndarray) -> str | None:
-        best: tuple[float, str] | None = None
+        """The cluster of the most similar candidate at or above the Jaccard threshold (ties:
+        the larger cluster id). The candidates' signatures are compared in one array
+        operation: as the active window fills, the LSH buckets hold more candidates."""
+        cids: list[str] = []
+        sigs: list[np.ndarray] = []
         for key in self._lsh.query(mh, self.settings.max_bucket):
             cid = self._post_cluster.get(key)
             other = self._lsh.signature_of(key)
             if cid is None or other is None or cid not in self.clusters:
                 continue
-            j = jaccard(mh, other)
+            cids.append(cid)
+            sigs.append(other)
+        if not sigs:
+            return None
+        same = np.count_nonzero(np.stack(sigs) == mh, axis=1)
+        best: tuple[float, str] | None = None
+        for n, cid in zip(same.tolist(), cids, strict=True):
+            j = n / len(mh)  # = jaccard(mh, other)
             if j >= self.settings.near_duplicate_jaccard and (
                     best is None or (j, cid) > best):
                 best = (j, cid)

@@ -700,3 +700,35 @@ def test_add_batch_computes_each_texts_minhash_once() -> None:
     roots = {p.text for p in inputs if not (p.parent and p.kind in ENGAGEMENT_KINDS)}
     assert 0 < len(hashed) <= len(roots)
     assert c._signatures is None
+
+
+@given(minutes=st.dictionaries(st.integers(0, 400), st.integers(1, 50), max_size=80),
+       now=st.floats(0, 400 * 60), window=st.sampled_from([60.0, 300.0, 600.0, 1800.0]),
+       offset=st.sampled_from([0.0, 300.0, 600.0]))
+def test_velocity_counts_exactly_the_window_either_way(minutes: dict[int, int], now: float,
+                                                       window: float, offset: float) -> None:
+    cl = Cluster(id="c1", first_seen=0.0, last_seen=now, minutes=dict(minutes))
+    hi = int((now - offset) // 60)
+    lo = int((now - offset - window) // 60)
+    expected = sum(c for m, c in minutes.items() if lo < m <= hi) / (window / 60.0)
+    assert cl.velocity(now, window, offset) == expected
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(_text(), min_size=2, max_size=40))
+def test_near_duplicate_picks_what_pairwise_jaccard_picks(texts: list[str]) -> None:
+    from models.minhash import jaccard
+
+    c = _clusterer(embedder=False)
+    _feed(c, [ClusterInput(id=f"p{i}", text=t, ts=1.8e9 + i) for i, t in enumerate(texts)])
+    for mh in [c._minhash(t + suffix) for t in texts for suffix in ("", " en nog iets")]:
+        best: tuple[float, str] | None = None  # the per-candidate reference
+        for key in c._lsh.query(mh, c.settings.max_bucket):
+            cid = c._post_cluster.get(key)
+            other = c._lsh.signature_of(key)
+            if cid is None or other is None or cid not in c.clusters:
+                continue
+            j = jaccard(mh, other)
+            if j >= c.settings.near_duplicate_jaccard and (best is None or (j, cid) > best):
+                best = (j, cid)
+        assert c._near_duplicate(mh) == (best[1] if best else None)

@@ -534,10 +534,15 @@ def _job(prometheus: dict[str, Any], name: str) -> dict[str, Any]:
 def test_prometheus_scrapes_every_worker_replica(
     prometheus: dict[str, Any], services: dict[str, Any]
 ) -> None:
-    (sd,) = _job(prometheus, "crowdwatch-worker")["dns_sd_configs"]
-    assert sd["names"] == ["worker"] and "worker" in services
-    assert sd["type"] == "A"
-    assert sd["port"] == int(_env(services["worker"])["CROWDWATCH_WEB_PORT"])
+    env = _env(services["worker"])
+    ports = [int(env["CROWDWATCH_WEB_PORT"])]
+    if env.get("CROWDWATCH_RUMOUR_PROCESS", "false").lower() == "true":  # and its child's
+        ports.append(int(env["CROWDWATCH_RUMOUR_WEB_PORT"]))
+    sds = _job(prometheus, "crowdwatch-worker")["dns_sd_configs"]
+    assert [sd["port"] for sd in sds] == ports
+    for sd in sds:
+        assert sd["names"] == ["worker"] and "worker" in services
+        assert sd["type"] == "A"
 
 
 def test_prometheus_alerting_and_rules(
