@@ -846,7 +846,8 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
             "posts": valid, "malformed": malformed, "scenario": args.scenario,
             "pipeline": f"enrich, sentiment ({args.sentiment}), clustering ({args.embedder} "
                         f"embedder), reach, alerts"
-                        f"{' -> Alertmanager' if args.alertmanager else ' (not pushed)'}",
+                        f"{' -> Alertmanager' if args.alertmanager else ' (not pushed)'}"
+                        f"{'; the rumour stage in its own process' if args.rumour_process else ''}",
             "workers": 1, "rate_offered": round(offered, 1), "finished": finished,
             "posts_per_s": round(sustained, 1), "replay_posts_per_s": round(replay_rate, 1),
             "raw_consume_posts_per_s": round(consume_rate, 1),
