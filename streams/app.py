@@ -149,8 +149,8 @@ class Pipeline:
         self.role = settings.worker_role
         if self.role == "rumours" and tracker is None:
             raise ValueError("worker_role 'rumours' needs the rumour stage's tracker")
-        if self.role != "all":  # the rumour stage runs in exactly one of the two processes
-            tracker = tracker if self.role == "rumours" else None
+        if self.role == "ingest":  # the rumour stage runs in the other process
+            tracker = None
         ingest = self.role != "rumours"
         #: posts.claims is written here: for this process's rumour stage or a rumour process
         self.feeds_claims = ingest and (tracker is not None or (
@@ -354,7 +354,8 @@ class Pipeline:
                 for tp in consumer.assignment() if tp.topic == topic]
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """Records behind the end per assigned partition of posts.raw (ends known only)."""
+        """Records behind the end per assigned partition of this process's input (posts.raw,
+        or posts.claims in a rumour process; ends known only)."""
         return {s.key: s.lag for s in self.partition_samples() if s.lag is not None}
 
     def update_lag_metrics(self) -> dict[tuple[str, int], int]:
@@ -498,9 +499,14 @@ class Pipeline:
                   "supervisor restarts it (CROWDWATCH_STALL_RESTART_S=%g, 0 = never)",
                   names, self.settings.stall_restart_s)
         self.metrics.watchdog_restarts.inc()
-        try:  # raised, so that mode's crash log carries a traceback
-            raise WorkerStalledError(f"partitions stalled: {names}")
-        except WorkerStalledError as exc:
+        await self._crash(WorkerStalledError(f"partitions stalled: {names}"))
+
+    async def _crash(self, error: Exception) -> None:
+        """Stop the worker with exit code 1 (``app.crash``), ``error`` raised first so that
+        mode's crash log carries a traceback."""
+        try:
+            raise error
+        except Exception as exc:  # mode re-raises it after shutting down
             await self.app.crash(exc)
 
     def watch_child(self, child: RumourProcess) -> None:
@@ -520,10 +526,7 @@ class Pipeline:
             return False
         log.error("the rumour process (pid %s) ended with exit code %d; stopping the worker "
                   "(exit code 1) so that its supervisor restarts both", child.pid, code)
-        try:  # raised, so that mode's crash log carries a traceback
-            raise RumourProcessError(f"rumour process ended with exit code {code}")
-        except RumourProcessError as exc:
-            await self.app.crash(exc)
+        await self._crash(RumourProcessError(f"rumour process ended with exit code {code}"))
         return True
 
     def _stopping(self) -> bool:
