@@ -430,23 +430,19 @@ class OnlineClusterer:
         """The cluster of the most similar candidate at or above the Jaccard threshold (ties:
         the larger cluster id). The candidates' signatures are compared in one array
         operation: as the active window fills, the LSH buckets hold more candidates."""
-        cids: list[str] = []
-        sigs: list[np.ndarray] = []
-        for key in self._lsh.query(mh, self.settings.max_bucket):
-            cid = self._post_cluster.get(key)
-            other = self._lsh.signature_of(key)
-            if cid is None or other is None or cid not in self.clusters:
-                continue
-            cids.append(cid)
-            sigs.append(other)
-        if not sigs:
+        keys = self._lsh.query(mh, self.settings.max_bucket)
+        if not keys:
             return None
-        same = np.count_nonzero(np.stack(sigs) == mh, axis=1)
+        same = np.count_nonzero(self._lsh.signatures(keys) == mh, axis=1)
+        # only the candidates at or above the threshold are looked up (most are below it)
+        need = int(self.settings.near_duplicate_jaccard * len(mh))  # a lower bound
         best: tuple[float, str] | None = None
-        for n, cid in zip(same.tolist(), cids, strict=True):
-            j = n / len(mh)  # = jaccard(mh, other)
-            if j >= self.settings.near_duplicate_jaccard and (
-                    best is None or (j, cid) > best):
+        for i in np.flatnonzero(same >= need).tolist():
+            cid = self._post_cluster.get(keys[i])
+            if cid is None or cid not in self.clusters:
+                continue
+            j = int(same[i]) / len(mh)  # = jaccard(mh, other)
+            if j >= self.settings.near_duplicate_jaccard and (best is None or (j, cid) > best):
                 best = (j, cid)
         return best[1] if best else None
 

@@ -15,7 +15,8 @@ infrastructure imports.)
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from itertools import islice
 
 import numpy as np
 
@@ -66,6 +67,11 @@ class MinHashLSH:
     def signature_of(self, key: str) -> np.ndarray | None:
         return self._keys.get(key)
 
+    def signatures(self, keys: Sequence[str]) -> np.ndarray:
+        """The signatures of indexed ``keys``, one row each."""
+        sig_of = self._keys
+        return np.stack([sig_of[k] for k in keys])
+
     def _bands(self, sig: np.ndarray) -> list[bytes]:
         r = self.rows
         return [sig[i * r:(i + 1) * r].tobytes() for i in range(self.bands)]
@@ -91,12 +97,9 @@ class MinHashLSH:
     def query(self, sig: np.ndarray, limit: int = 64) -> list[str]:
         """Keys sharing a bucket with ``sig`` (most recently inserted first per bucket, at
         most ``limit`` per bucket: the cost stays flat when a bucket grows hot)."""
-        seen: dict[str, None] = {}
+        found: list[str] = []
         for table, band in zip(self._tables, self._bands(sig), strict=True):
             bucket = table.get(band)
             if bucket:
-                for n, key in enumerate(reversed(bucket)):
-                    if n >= limit:
-                        break
-                    seen.setdefault(key, None)
-        return list(seen)
+                found.extend(islice(reversed(bucket), limit))
+        return list(dict.fromkeys(found))

@@ -12,7 +12,7 @@ same batch (for the rumour side of the races).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from models.official import OfficialRegistry
 from models.race import (
     RaceConfig,
     RebuttalRace,
+    denial_cues,
     rebuttal_minutes,
     rebuttals_summary,
     suggest_rebuttals,
@@ -128,6 +129,18 @@ class OfficialTracker:
     def process(self, posts: Sequence[Mapping[str, Any]], rumours: RumourTracker | None = None,
                 tracked: TrackerBatch | None = None) -> OfficialBatch:
         out = OfficialBatch()
+        # rebuttal candidates: the same for every official post of the batch (the rumour
+        # tracker does not change while this runs), so ranked once and only when needed
+        candidates: list[tuple[str, str]] | None = None
+
+        def ranked() -> list[tuple[str, str]]:
+            nonlocal candidates
+            if candidates is None and rumours is not None:
+                candidates = [(c.id, c.summary) for c in rumours.top_clusters(
+                    SUGGEST_CANDIDATES, min_size=self.min_cluster_size,
+                    where=lambda c: not c.official_root and bool(c.summary))]
+            return candidates or []
+
         for post in posts:
             t = parse_time(post.get("created_at"))
             if t is not None:
@@ -149,7 +162,7 @@ class OfficialTracker:
                 self._feed_rebuttal(self.races[key], curve, fresh=False)
             self._curves[pid] = curve
             if pid in self._texts and rumours is not None and pid not in self._suggested:
-                out.suggestions += self._suggest(pid, rumours)
+                out.suggestions += self._suggest(pid, ranked)
         if tracked is not None:  # the rumour side: new posts of linked clusters
             times: dict[str, float | None] | None = None
             for a in tracked.annotations:
@@ -192,13 +205,16 @@ class OfficialTracker:
             if delta > 0:
                 race.add_rebuttal(minute, delta)
 
-    def _suggest(self, pid: str, rumours: RumourTracker) -> list[dict[str, Any]]:
+    def _suggest(self, pid: str, candidates: Callable[[], list[tuple[str, str]]]
+                 ) -> list[dict[str, Any]]:
+        """Clusters the official post ``pid`` seems to rebut, among ``candidates()`` (the
+        top active clusters by rumour score; ranked only for a post with a denial cue:
+        without one nothing matches)."""
         text, lang = self._texts[pid]
         self._suggested.add(pid)
-        candidates = [(c.id, c.summary) for c in rumours.clusters(min_size=self.min_cluster_size)
-                      if not c.official_root and c.summary][:SUGGEST_CANDIDATES]
         out = []
-        for cid, confidence in suggest_rebuttals(text, lang, candidates):
+        matches = suggest_rebuttals(text, lang, candidates()) if denial_cues(text, lang) else []
+        for cid, confidence in matches:
             self.suggestions[(pid, cid)] = confidence
             out.append({"official_post": pid, "cluster": cid, "confidence": confidence})
         if not out:

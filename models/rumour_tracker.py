@@ -12,6 +12,7 @@ annotation and change nothing.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -80,6 +81,10 @@ class TrackerBatch:
 def _iso(ts: float) -> str:
     dt = datetime.fromtimestamp(ts, tz=_UTC)
     return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}Z"  # 4-digit year also before 1000 (glibc)
+
+
+def _rank(c: Cluster) -> tuple[float, int, str]:
+    return (-c.score, -c.size, c.id)
 
 
 def post_ts(post: Mapping[str, Any], default: float) -> float:
@@ -356,7 +361,15 @@ class RumourTracker:
     def clusters(self, *, min_size: int = 1) -> list[Cluster]:
         """Active clusters, highest rumour score first (ties: larger, then id)."""
         return sorted((c for c in self.clusterer.clusters.values() if c.size >= min_size),
-                      key=lambda c: (-c.score, -c.size, c.id))
+                      key=_rank)
+
+    def top_clusters(self, k: int, *, min_size: int = 1,
+                     where: Callable[[Cluster], bool] | None = None) -> list[Cluster]:
+        """The first ``k`` of :meth:`clusters` (that pass ``where``), without sorting them
+        all: a selection over the active window, for callers that need a few."""
+        return heapq.nsmallest(k, (c for c in self.clusterer.clusters.values()
+                                   if c.size >= min_size and (where is None or where(c))),
+                               key=_rank)
 
     def flagged(self) -> list[Cluster]:
         return [c for c in self.clusterer.clusters.values()

@@ -348,7 +348,7 @@ class RumourStage:
         tracker = self.tracker
         active = [c.state for c in tracker.clusterer.clusters.values() if c.size >= 2]
         k = self.metrics.top_k
-        top_scores = [c.score for c in tracker.clusters(min_size=2)[:k]]
+        top_scores = [c.score for c in tracker.top_clusters(k, min_size=2)]
         self.metrics.set_state(active, len(tracker.flagged()), tracker.top_flagged_velocity(k),
                                top_scores)
 

@@ -732,3 +732,33 @@ def test_near_duplicate_picks_what_pairwise_jaccard_picks(texts: list[str]) -> N
             if j >= c.settings.near_duplicate_jaccard and (best is None or (j, cid) > best):
                 best = (j, cid)
         assert c._near_duplicate(mh) == (best[1] if best else None)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, 30), st.integers(0, 3)),
+                    min_size=1, max_size=120),
+       limit=st.integers(1, 6), probe=st.integers(0, 3))
+def test_lsh_query_is_the_most_recent_keys_per_bucket_in_band_order(
+        ops: list[tuple[bool, int, int]], limit: int, probe: int) -> None:
+    """MinHashLSH.query (C-level slices of each bucket) against the per-key walk it
+    replaced: every band's ``limit`` most recently inserted keys, first seen first."""
+    from models.minhash import MinHashLSH
+
+    lsh = MinHashLSH(8, bands=4)
+    sigs = [np.array([v, v + 1, v % 2, 7, v % 3, 5, v, 1], dtype=np.uint32) for v in range(4)]
+    for insert, key, variant in ops:
+        if insert:
+            lsh.insert(f"k{key}", sigs[variant])
+        else:
+            lsh.remove(f"k{key}")
+    seen: dict[str, None] = {}
+    for table, band in zip(lsh._tables, lsh._bands(sigs[probe]), strict=True):
+        for n, key in enumerate(reversed(table.get(band, {}))):
+            if n >= limit:
+                break
+            seen.setdefault(key, None)
+    got = lsh.query(sigs[probe], limit)
+    assert got == list(seen)
+    if got:
+        assert [row.tolist() for row in lsh.signatures(got)] == [
+            lsh.signature_of(k).tolist() for k in got]  # type: ignore[union-attr]
