@@ -44,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from models.enrich import PostSummary
+from models.jsonio import dumps
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +339,7 @@ class RedisStore:
         prefix = self._prefix(event)
         pipe = self._redis.pipeline(transaction=False)
         for snap in snapshots:
-            pipe.set(f"{prefix}cluster:{snap['id']}", json.dumps(snap, ensure_ascii=False),
-                     ex=ttl_s)
+            pipe.set(f"{prefix}cluster:{snap['id']}", dumps(snap), ex=ttl_s)
         pipe.zadd(prefix + "clusters", {str(s["id"]): float(s["rumour_score"]) for s in snapshots})
         pipe.expire(prefix + "clusters", ttl_s)
         await pipe.execute()
@@ -377,7 +377,7 @@ class RedisStore:
             return
         key = f"{self._prefix(event)}{kind}"
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(key, mapping={k: json.dumps(v, ensure_ascii=False) for k, v in docs.items()})
+        pipe.hset(key, mapping={k: dumps(v) for k, v in docs.items()})
         if ttl_s is not None:
             pipe.expire(key, ttl_s)
         await pipe.execute()

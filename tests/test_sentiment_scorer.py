@@ -15,6 +15,7 @@ from models.sentiment import (
     TransformerSentimentScorer,
     cache_key,
     map_labels,
+    model_text,
 )
 from tests.tiny_model import build_tiny_model
 
@@ -104,6 +105,29 @@ def test_cache_scores_reposts_and_duplicates_once() -> None:
     assert inner.seen == ["Wat een drukte!", "iets anders"]
     assert cached.stats()["hits"] == 3 and cached.stats()["misses"] == 2
     assert cache_key("RT @a_b: Café  OPEN") == "cafe open"
+
+
+@pytest.mark.parametrize(("text", "seen"), [
+    ("@Ajax wat een goal!! https://t.co/x1Yz #koningsdag", "@user wat een goal!! http #koningsdag"),
+    ("RT @jan_b: @piet.bsky.social en @a@mastodon.social: zie www.nu.nl/x",
+     "RT @user: @user en @user: zie http"),
+    ("Bel @politie_amsterdam.", "Bel @user."),
+    ("mail info@politie.nl, 5@10 of @ los", "mail info@politie.nl, 5@10 of @ los"),
+    ("HTTPS://EXAMPLE.ORG/a?b=c!", "http"),
+])
+def test_the_model_reads_handles_and_links_as_its_training_data_writes_them(
+        text: str, seen: str) -> None:
+    assert model_text(text) == seen
+
+
+def test_posts_differing_only_in_handles_and_links_are_scored_once(tiny: Path) -> None:
+    inner = _Counting()
+    cached = CachedScorer(inner, maxsize=10)
+    cached.score(["@jan wat een drukte! https://t.co/a", "@piet Wat een drukte! https://t.co/b"])
+    assert inner.seen == ["@jan wat een drukte! https://t.co/a"]
+    scorer = TransformerSentimentScorer(tiny, threads=1)
+    a, b = scorer.logits(["@jan vreselijk https://t.co/a", "@piet_2 vreselijk http://x.nl/b"])
+    assert a.tolist() == b.tolist()
 
 
 def test_cache_is_bounded() -> None:
