@@ -249,11 +249,14 @@ class OnlineClusterer:
     def add_batch(self, posts: Sequence[ClusterInput]) -> list[Assignment]:
         """Assign posts in order. Embeddings are computed in one batch for the roots
         that the near-duplicate index cannot place (results equal :meth:`add` one by
-        one with the same embedder)."""
+        one with the same embedder), unless the embedder says batching does not pay."""
         self._signatures = {}
         try:
             vectors: dict[str, np.ndarray] = {}
-            if self.embedder is not None:
+            # the pre-pass (a near-duplicate probe per root) pays off for a model whose
+            # batches are cheaper than single texts; a model-free embedder (``batches``
+            # False) embeds in place, which gives the same clusters
+            if self.embedder is not None and getattr(self.embedder, "batches", True):
                 need = [p for p in posts if self._needs_vector(p)]
                 if need:
                     texts: dict[str, None] = {}

@@ -99,6 +99,9 @@ class HashingEmbedder:
     """Model-free embeddings: signed hashing of character 4-grams of the folded text
     (words are padded with spaces), L2-normalised. Deterministic across processes."""
 
+    #: one text costs the same alone as in a batch: callers need not gather texts first
+    batches = False
+
     def __init__(self, dim: int = 256, n: int = 4) -> None:
         self._dim = dim
         self.n = n
@@ -137,6 +140,11 @@ class CachedEmbedder:
     @property
     def dim(self) -> int:
         return self.inner.dim
+
+    @property
+    def batches(self) -> bool:
+        """Whether embedding texts together is cheaper than one by one (the inner's)."""
+        return bool(getattr(self.inner, "batches", True))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.inner.dim), dtype=np.float32)

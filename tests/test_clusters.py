@@ -96,6 +96,12 @@ def post_sequences(draw: st.DrawFn, *, expiry: bool = False, redeliver: bool = T
     return out
 
 
+class BatchingHashingEmbedder(HashingEmbedder):
+    """The hashing embedder as if batches paid off (as for a transformer model)."""
+
+    batches = True
+
+
 def _clusterer(embedder: bool = True, **kw: Any) -> OnlineClusterer:
     return OnlineClusterer(ClusterSettings(**kw), HashingEmbedder() if embedder else None)
 
@@ -295,6 +301,8 @@ def test_same_input_same_order_same_clusters(posts: list[ClusterInput], embed: b
 def test_add_batch_equals_add_one_by_one(posts: list[ClusterInput], data: st.DataObject) -> None:
     one = _clusterer(ttl_s=TTL)
     batched = _clusterer(ttl_s=TTL)
+    if data.draw(st.booleans()):  # the embedding pre-pass a model's embedder gets
+        batched.embedder = BatchingHashingEmbedder()
     expected = _feed(one, posts)
     got: list[Assignment] = []
     i = 0
@@ -746,11 +754,11 @@ def test_lsh_query_is_the_most_recent_keys_per_bucket_in_band_order(
 
     lsh = MinHashLSH(8, bands=4)
     sigs = [np.array([v, v + 1, v % 2, 7, v % 3, 5, v, 1], dtype=np.uint32) for v in range(4)]
-    for insert, key, variant in ops:
+    for insert, number, variant in ops:
         if insert:
-            lsh.insert(f"k{key}", sigs[variant])
+            lsh.insert(f"k{number}", sigs[variant])
         else:
-            lsh.remove(f"k{key}")
+            lsh.remove(f"k{number}")
     seen: dict[str, None] = {}
     for table, band in zip(lsh._tables, lsh._bands(sigs[probe]), strict=True):
         for n, key in enumerate(reversed(table.get(band, {}))):
@@ -762,3 +770,32 @@ def test_lsh_query_is_the_most_recent_keys_per_bucket_in_band_order(
     if got:
         assert [row.tolist() for row in lsh.signatures(got)] == [
             lsh.signature_of(k).tolist() for k in got]  # type: ignore[union-attr]
+
+
+def test_a_model_free_embedder_skips_the_embedding_pre_pass() -> None:
+    """The pre-pass probes the near-duplicate index once more per root to gather texts for
+    one model call; with the hashing embedder that was ~15 % of the rumour stage's thread
+    in a soak for nothing. Both paths place every post the same (property above)."""
+    from models.embed import CachedEmbedder
+
+    traffic = generate("rumour-rebuttal", seed=5, n_posts=600)
+    inputs = [_input(p) for p in traffic.posts]
+    probes: dict[bool, int] = {}
+    results = {}
+    for batches in (False, True):
+        c = OnlineClusterer(ClusterSettings(), CachedEmbedder(
+            BatchingHashingEmbedder() if batches else HashingEmbedder()))
+        calls = 0
+        probe = c._needs_vector
+
+        def counting(p: ClusterInput, probe: Any = probe) -> bool:
+            nonlocal calls
+            calls += 1
+            return bool(probe(p))
+
+        c._needs_vector = counting  # type: ignore[method-assign]
+        results[batches] = [a for i in range(0, len(inputs), 50)
+                            for a in c.add_batch(inputs[i:i + 50])]
+        probes[batches] = calls
+    assert results[False] == results[True]
+    assert probes == {False: 0, True: len(inputs)}
