@@ -41,16 +41,12 @@ from models.hf import (
     padded_batches,
     quantize_int8,
 )
-from models.text import fold, normalize
+from models.text import fold, mask_handles_and_links, normalize
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx")
 LABELS = ("negative", "neutral", "positive")
 _RT = re.compile(r"^rt @[\w.\-]+:\s*")
-# handles (@name, @name.bsky.social, @name@mastodon.social; not the "@" of an e-mail address)
-# and links, as the sentiment training data writes them (TweetEval, UMSAB: "@user", "http")
-_HANDLE = re.compile(r"(?<![\w@])@\w[\w\-]*(?:\.[\w\-]+)*(?:@\w[\w\-]*(?:\.[\w\-]+)*)?")
-_LINK = re.compile(r"(?i)\bhttps?://\S+|\bwww\.\S+")
 
 _ALIASES = {
     "negative": "negative", "neg": "negative", "label_0": "negative", "0": "negative",
@@ -93,7 +89,7 @@ def model_text(text: str) -> str:
     default model's training set has "@user" in ~30 % of its posts and other handles in
     ~1 %). A reply's handles then say nothing to the model, as in training, and posts
     that differ only in them share one cache entry."""
-    return _LINK.sub("http", _HANDLE.sub("@user", text))
+    return mask_handles_and_links(text)
 
 
 def cache_key(text: str) -> str:

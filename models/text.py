@@ -48,6 +48,11 @@ def strip_for_language(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+def mask_handles_and_links(text: str) -> str:
+    """Every @handle as ``@user`` and every link as ``http`` (the TweetEval convention)."""
+    return _URL.sub("http", _MENTION.sub("@user", text))
+
+
 def hashtags(text: str) -> list[str]:
     """Folded hashtags in order of appearance, without '#', deduplicated."""
     seen: dict[str, None] = {}
