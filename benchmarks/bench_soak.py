@@ -29,6 +29,11 @@ mood reached /metrics (it is also the later of the two stages with one output pe
 The enrichment histogram ``crowdwatch_processing_latency_seconds`` is printed beside it.
 The rumour stage has no per-post output; its delay shows as the lag of posts.claims.
 
+Memory: bounded when the RSS levelled off, i.e. grew by at most max(25 MB, 2.5 %) over the
+last quarter of the samples (:func:`memory_bounded`; no verdict with fewer than 8 samples
+or when the posts span less event time than the cluster TTL). The growth over the last half
+is printed and recorded beside it.
+
 Sustained posts/s = posts fully processed (scored AND clustered) / seconds from the first
 post sent to the moment both stages had every post (scored: the sentiment counter;
 clustered: the group committed every posts.claims record, lag 0); per stage likewise. With
@@ -79,6 +84,30 @@ MALFORMED = (b"not json", b'{"id": 5}', b"[1, 2]", b'{"id": "x", "text": 7}', b"
 GOAL_RATE = 1000.0
 GOAL_P95_S = 2.0
 LATENCY_SAMPLES = 50_000
+
+
+def memory_growth(rss: Sequence[float]) -> tuple[float, float]:
+    """RSS growth (MB) over the last half and over the last quarter of the samples."""
+    if len(rss) < 2:
+        return 0.0, 0.0
+    return rss[-1] - rss[len(rss) // 2], rss[-1] - rss[(3 * len(rss)) // 4]
+
+
+def memory_bounded(rss: Sequence[float]) -> bool | None:
+    """True when the RSS levelled off by the end of the run, None when there are too few
+    samples (fewer than 8) to tell.
+
+    The rumour stage's state fills until its cluster window is full and then stays flat, so
+    a run's curve rises and then levels off; a leak keeps rising to the end. The rule reads
+    the last quarter of the run: growth there of at most max(25 MB, 2.5 %). For a steady
+    leak that is about as strict as the earlier rule (max(50 MB, 5 %) over the last half),
+    but a fill that ends after the half-way point no longer reads as a leak (the 1M run of
+    2026-12-06 23:12 UTC: +153 MB over the last half, all of it before 750,000 posts, then
+    flat for five samples)."""
+    if len(rss) < 8:
+        return None
+    quarter_start = rss[(3 * len(rss)) // 4]
+    return memory_growth(rss)[1] <= max(25.0, 0.025 * quarter_start)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -768,12 +797,11 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
     rss = [round(x.rss_mb, 1) for x in samples]
     done = [int(min(x.claims_done, x.stages["scored"]) if args.sentiment != "off"
                 else x.claims_done) for x in samples]
-    half = len(rss) // 2
-    growth = rss[-1] - rss[half] if len(rss) >= 2 else 0.0
+    growth, growth_quarter = memory_growth(rss)
     double = max(0, counted - checked["enriched_distinct"])
     ttl_min = run.settings.cluster_ttl_s / 60
-    too_short = args.duration_minutes <= ttl_min or len(rss) < 3
-    bounded = None if too_short else growth <= max(50.0, 0.05 * rss[half])
+    too_short = args.duration_minutes <= ttl_min
+    bounded = None if too_short else memory_bounded(rss)
     feed_secs = result["feed_end"] - start
     offered = valid / feed_secs if feed_secs > 0 else float("nan")
 
@@ -824,8 +852,8 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
     verdict = "bounded" if bounded else "GROWING" if bounded is not None \
         else "no verdict: run too short"
     print(f"worker RSS MB: start {rss[0]:,.0f}, peak {max(rss):,.0f}, end {rss[-1]:,.0f}; "
-          f"growth over the last half {growth:+,.0f} MB "
-          f"({verdict})")
+          f"growth over the last half {growth:+,.0f} MB, over the last quarter "
+          f"{growth_quarter:+,.0f} MB ({verdict})")
     if args.duration_minutes <= ttl_min:
         print(f"  note: the posts span {args.duration_minutes:.0f} min of event time, less than "
               f"the cluster TTL ({ttl_min:.0f} min): the rumour stage's state cannot turn over, "
@@ -857,7 +885,8 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
             "lost": checked["lost"], "double_counted": double,
             "rss_mb": rss, "done": done, "sample_every_s": args.sample_every,
             "minutes": [round(x.t / 60, 1) for x in samples],
-            "rss_growth_last_half_mb": round(growth, 1), "memory_verdict": verdict,
+            "rss_growth_last_half_mb": round(growth, 1),
+            "rss_growth_last_quarter_mb": round(growth_quarter, 1), "memory_verdict": verdict,
             "event_minutes": args.duration_minutes, "load": load(),
             "cores": os.cpu_count(), "cpu": describe(), "seconds": round(end - start, 1),
             "worker_env": args.worker_env,

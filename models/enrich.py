@@ -160,17 +160,30 @@ class PostSummary:
 SAFETY_TEXT_CHARS = 280
 
 
-def minute_bucket(created_at: str | None, now: float) -> str:
-    """UTC minute (YYYYMMDDHHMM) of an ISO 8601 time; ``now`` (epoch s) when absent/unreadable."""
+def _utc_time(created_at: str | None) -> datetime | None:
+    """An ISO 8601 time in UTC (naive: taken as UTC); None when absent or unreadable."""
     if created_at:
         try:
             dt = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
-            return dt.astimezone(UTC).strftime("%Y%m%d%H%M")
+            return dt.astimezone(UTC)
         except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:59-14:00
             pass
-    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H%M")
+    return None
+
+
+def minute_bucket(created_at: str | None, now: float) -> str:
+    """UTC minute (YYYYMMDDHHMM) of an ISO 8601 time; ``now`` (epoch s) when absent/unreadable."""
+    dt = _utc_time(created_at)
+    return (dt or datetime.fromtimestamp(now, UTC)).strftime("%Y%m%d%H%M")
+
+
+def epoch_minute(created_at: str | None, now: float) -> int:
+    """The minute of :func:`minute_bucket` as minutes since the epoch (one parse, no
+    formatting: the sentiment stage's mood rows need it for every post)."""
+    dt = _utc_time(created_at)
+    return int(dt.timestamp() // 60) if dt is not None else int(now // 60)
 
 
 def summarize(post: EnrichedPost, now: float) -> PostSummary:

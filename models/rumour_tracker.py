@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC as _UTC
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Protocol
 
 from models.clusters import Assignment, Cluster, OnlineClusterer, input_from_post
@@ -78,7 +79,10 @@ class TrackerBatch:
     expired: list[Cluster] = field(default_factory=list)
 
 
+@lru_cache(maxsize=1 << 16)
 def _iso(ts: float) -> str:
+    """Cached: a snapshot formats its cluster's first and last seen times at every change,
+    and most of them repeat (first_seen never changes)."""
     dt = datetime.fromtimestamp(ts, tz=_UTC)
     return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}Z"  # 4-digit year also before 1000 (glibc)
 

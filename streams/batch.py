@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,7 +27,7 @@ from models.enrich import (
     Enricher,
     PostSummary,
     RawRecord,
-    minute_bucket,
+    epoch_minute,
     summarize,
 )
 from models.event import EventConfig, parse_event
@@ -133,11 +132,6 @@ class ScoredBatch:
     unreadable: int  # enriched records that were not JSON objects (never expected)
 
 
-def _epoch_minute(created_at: str | None, now: float) -> int:
-    bucket = minute_bucket(created_at, now)
-    return int(datetime.strptime(bucket, "%Y%m%d%H%M").replace(tzinfo=UTC).timestamp()) // 60
-
-
 def score_values(values: Sequence[bytes | None], scorer: SentimentScorer,
                  topic_scored: str, topic_claims: str | None = None) -> ScoredBatch:
     """Score enriched posts (JSON); the output is the post plus ``sentiment`` and
@@ -170,7 +164,7 @@ def score_values(values: Sequence[bytes | None], scorer: SentimentScorer,
         if topic_claims:
             outputs.append((topic_claims, pid.encode("utf-8"), value, None))
         rows.append(MoodRow(
-            id=pid, minute=_epoch_minute(post.get("created_at"), now),
+            id=pid, minute=epoch_minute(post.get("created_at"), now),
             lang=str(post.get("lang") or "und"), areas=tuple(post.get("areas") or ()),
             topics=tuple(post.get("topics") or ()), label=s.label, score=s.score))
     if topic_claims:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -44,6 +45,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _child_setup(nice: int) -> None:  # pragma: no cover - runs in the child before exec
+    """``preexec_fn``: die with the parent, and run ``nice`` steps below it."""
+    _die_with_parent()
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
 
 
 def child_env(settings: Settings, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -84,9 +93,11 @@ class RumourProcess:
     def start(self) -> None:
         # stdout/stderr are the worker's: one log stream for the supervisor to keep
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.command(), env=child_env(self.settings), preexec_fn=_die_with_parent)
-        log.info("rumour process started (pid %d, consumer group %s, /metrics on port %d)",
-                 self.proc.pid, self.settings.rumour_app_id, self.settings.rumour_port)
+            self.command(), env=child_env(self.settings),
+            preexec_fn=functools.partial(_child_setup, self.settings.rumour_process_nice))
+        log.info("rumour process started (pid %d, consumer group %s, /metrics on port %d, "
+                 "nice +%d)", self.proc.pid, self.settings.rumour_app_id,
+                 self.settings.rumour_port, self.settings.rumour_process_nice)
 
     @property
     def pid(self) -> int | None:

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         "threads' turn; consumer group <app_id>-rumours, /metrics and /health on "
         "rumour_web_port). The worker stops when the child does and the child when the "
         "worker does"))
+    rumour_process_nice: int = Field(default=5, ge=0, le=19, description=(
+        "Niceness added to the rumour process (Linux scheduling priority): when the two "
+        "cores are saturated the mood path (enrichment, sentiment: the command post's live "
+        "panels) keeps its latency and the rumour stage trails by seconds and catches up; "
+        "0 = equal priority"))
     rumour_web_port: int = Field(default=0, ge=0, le=65535, description=(
         "Port of the rumour process's /metrics and /health; 0 = web_port + 1"))
     worker_role: Literal["all", "ingest", "rumours"] = Field(default="all", description=(

@@ -144,7 +144,11 @@ def _soak(rows: list[dict[str, Any]]) -> list[str]:
             f"- worker memory (RSS) at start {r['rss_mb'][0]:,.0f} MB, peak "
             f"{max(r['rss_mb']):,.0f} MB, end {r['rss_mb'][-1]:,.0f} MB; growth over the last "
             f"half {r.get('rss_growth_last_half_mb', 0):+,.0f} MB"
-            + (f" ({r['memory_verdict']})" if r.get("memory_verdict") else "") + ".", "",
+            + (f", over the last quarter {r['rss_growth_last_quarter_mb']:+,.0f} MB"
+               if r.get("rss_growth_last_quarter_mb") is not None else "")
+            + (f" ({r['memory_verdict']}: the rule is growth over the last quarter of at most "
+               "max(25 MB, 2.5 %))" if r.get("rss_growth_last_quarter_mb") is not None
+               else f" ({r['memory_verdict']})" if r.get("memory_verdict") else "") + ".", "",
             f"Memory curve (one sample every {r.get('sample_every_s', 60):.0f} s, and one at "
             "the end):", "",
             "| minute | posts done | RSS MB |", "|---:|---:|---:|"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from models.enrich import (
     Enricher,
     RawRecord,
     Tally,
+    epoch_minute,
     minute_bucket,
 )
 from models.event import EventConfig
@@ -218,6 +220,21 @@ def test_tally_of_an_empty_batch() -> None:
 )
 def test_minute_bucket(created_at: str | None, expected: str) -> None:
     assert minute_bucket(created_at, now=60.0) == expected
+
+
+ZONES = [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))]
+FIRST, LAST = datetime(1000, 1, 1), datetime(9998, 12, 31)  # noqa: DTZ001 - hypothesis bounds
+
+
+@given(when=st.datetimes(min_value=FIRST, max_value=LAST, timezones=st.sampled_from(ZONES)),
+       naive=st.booleans(), now=st.floats(0, 4e9))
+def test_epoch_minute_is_the_minute_bucket(when: datetime, naive: bool, now: float) -> None:
+    """The sentiment stage's epoch minute (one parse) is the minute bucket's minute."""
+    text = (when.replace(tzinfo=None) if naive else when).isoformat()
+    bucket = datetime.strptime(minute_bucket(text, now), "%Y%m%d%H%M").replace(tzinfo=UTC)
+    assert epoch_minute(text, now) == int(bucket.timestamp()) // 60
+    fallback = datetime.strptime(minute_bucket(None, now), "%Y%m%d%H%M").replace(tzinfo=UTC)
+    assert epoch_minute("yesterday", now) == int(fallback.timestamp()) // 60
 
 
 # --------------------------------------------------------------------------- property

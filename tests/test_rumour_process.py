@@ -3,6 +3,7 @@ without Kafka; the two processes on the real stack: tests/integration/test_rumou
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,23 @@ def test_the_child_gets_its_own_role_group_and_port(tmp_path: Path) -> None:
     assert env["CROWDWATCH_EVENT_FILE"] == str(event)
     assert env["PATH"] == "/bin"
     assert _settings(tmp_path, web_port=7000, rumour_web_port=9100).rumour_port == 9100
+
+
+@pytest.mark.parametrize("nice", [0, 5])
+def test_the_child_runs_at_the_configured_niceness(tmp_path: Path, nice: int) -> None:
+    """The mood path keeps priority when the cores are saturated: the rumour process runs
+    ``rumour_process_nice`` steps below the worker."""
+    out = tmp_path / "nice.txt"
+
+    class Probe(RumourProcess):
+        def command(self) -> list[str]:  # the real start path, a probe instead of a worker
+            return [sys.executable, "-c",
+                    f"import os, pathlib; pathlib.Path({str(out)!r}).write_text(str(os.nice(0)))"]
+
+    probe = Probe(_settings(tmp_path, rumour_process=True, rumour_process_nice=nice))
+    probe.start()
+    assert probe.proc is not None and probe.proc.wait(timeout=30) == 0
+    assert int(out.read_text()) == min(19, os.nice(0) + nice)
 
 
 @pytest.fixture
