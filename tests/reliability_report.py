@@ -103,6 +103,16 @@ def _fuzz(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _memory_verdict(r: dict[str, Any]) -> str:
+    """The growth over the last quarter and the verdict (rows before 2026-12-06: the verdict
+    of the last-half rule alone)."""
+    quarter = r.get("rss_growth_last_quarter_mb")
+    if quarter is not None:
+        return (f", over the last quarter {quarter:+,.0f} MB ({r['memory_verdict']}: the rule "
+                "is growth over the last quarter of at most max(25 MB, 2.5 %))")
+    return f" ({r['memory_verdict']})" if r.get("memory_verdict") else ""
+
+
 def _soak(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["No soak result yet: `python benchmarks/bench_soak.py` (needs the local "
@@ -143,12 +153,8 @@ def _soak(rows: list[dict[str, Any]]) -> list[str]:
               if "metrics_outages" in r else []),
             f"- worker memory (RSS) at start {r['rss_mb'][0]:,.0f} MB, peak "
             f"{max(r['rss_mb']):,.0f} MB, end {r['rss_mb'][-1]:,.0f} MB; growth over the last "
-            f"half {r.get('rss_growth_last_half_mb', 0):+,.0f} MB"
-            + (f", over the last quarter {r['rss_growth_last_quarter_mb']:+,.0f} MB"
-               if r.get("rss_growth_last_quarter_mb") is not None else "")
-            + (f" ({r['memory_verdict']}: the rule is growth over the last quarter of at most "
-               "max(25 MB, 2.5 %))" if r.get("rss_growth_last_quarter_mb") is not None
-               else f" ({r['memory_verdict']})" if r.get("memory_verdict") else "") + ".", "",
+            f"half {r.get('rss_growth_last_half_mb', 0):+,.0f} MB" + _memory_verdict(r) + ".",
+            "",
             f"Memory curve (one sample every {r.get('sample_every_s', 60):.0f} s, and one at "
             "the end):", "",
             "| minute | posts done | RSS MB |", "|---:|---:|---:|"]
