@@ -16,8 +16,9 @@ sampled every minute.
    official reach/rebuttals/webcare (the event's official accounts), event alerts pushed
    to the local Alertmanager. Unique topics, consumer group and Redis prefix per run.
 4. The posts are fed at ``--rate`` posts/s (0 = as fast as the producer goes). Every
-   ``--sample-every`` s (60): worker RSS (process + children, /proc), posts done per stage
-   (/metrics), consumer lag per input topic (committed offsets of the group).
+   ``--sample-every`` s (60): worker RSS (process + children, /proc; also each process's
+   RSS and its anonymous part), posts done per stage (/metrics), consumer lag per input
+   topic (committed offsets of the group).
 5. After the run the output topics are read back: lost = valid posts missing from
    posts.enriched + malformed lines missing from the dead-letter topic (distinct); latency
    from the raw record's Kafka timestamp to its scored output's Kafka timestamp (sampled
@@ -267,8 +268,13 @@ class GroupLag:
 # ---------------------------------------------------------------- the worker
 
 
-def rss_mb(pid: int) -> float:
-    """RSS of ``pid`` and all its descendants, MB (from /proc)."""
+def process_memory(pid: int) -> dict[str, tuple[float, float]]:
+    """RSS and its anonymous part (heap, not mapped files), MB, of ``pid`` and each of its
+    descendants, from /proc: ``{"worker": (rss, anon), "rumours": ..., "<comm> <pid>": ...}``.
+
+    A descendant whose environment names a worker role (the rumour process) is filed under
+    that role; ``pid`` itself is "worker" (with the rumour process on, the ingest side).
+    """
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -279,16 +285,33 @@ def rss_mb(pid: int) -> float:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
-    total_kb = 0
+    parts: dict[str, tuple[float, float]] = {}
     todo = [pid]
     while todo:
         p = todo.pop()
         todo.extend(children.get(p, []))
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-    return total_kb / 1024
+            fields = dict(line.split(":", 1) for line in
+                          Path(f"/proc/{p}/status").read_text().splitlines() if ":" in line)
+            if "VmRSS" not in fields:  # a zombie
+                continue
+            name = "worker" if p == pid else _role(p) or f"{fields['Name'].strip()} {p}"
+            rss, anon = (int(fields.get(k, "0 kB").split()[0]) / 1024
+                         for k in ("VmRSS", "RssAnon"))
+            was = parts.get(name, (0.0, 0.0))
+            parts[name] = (was[0] + rss, was[1] + anon)
+    return parts
+
+
+def _role(pid: int) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for kv in env:
+        if kv.startswith(b"CROWDWATCH_WORKER_ROLE="):
+            return kv.split(b"=", 1)[1].decode(errors="replace")
+    return None
 
 
 # stage -> (metric, labels to match); summed over the other labels
@@ -478,6 +501,8 @@ class Sample:
     lag: dict[str, int]
     sent: int
     claims_done: int = 0
+    #: per process (``process_memory``): name -> (RSS, anonymous RSS), MB
+    parts: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malformed: int
@@ -526,15 +551,18 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
     async def take_sample(t0: float) -> Sample:
         stages, _ = await scrape_metrics(t0)
         lag, committed = await loop.run_in_executor(None, lagger.lag)
-        smp = Sample(time.time() - t0, rss_mb(pid), stages, lag, sent[0],
-                     committed.get(s.topic_claims, 0))
+        parts = process_memory(pid)
+        smp = Sample(time.time() - t0, sum(r for r, _ in parts.values()), stages, lag,
+                     sent[0], committed.get(s.topic_claims, 0), parts)
         samples.append(smp)
         print(f"  {smp.t / 60:5.1f} min  sent {smp.sent:>9,}  enriched "
               f"{stages['enriched']:>9,.0f}  scored {stages['scored']:>9,.0f}  clustered "
               f"{stages['clustered']:>9,.0f}  claims done {smp.claims_done:>9,}  "
               f"lag raw/enriched/claims "
               f"{lag[s.topic_raw]:,}/{lag[s.topic_enriched]:,}/{lag[s.topic_claims]:,}  "
-              f"RSS {smp.rss_mb:,.0f} MB  load {load()}", flush=True)
+              f"RSS {smp.rss_mb:,.0f} MB ("
+              + ", ".join(f"{k} {r:,.0f}/anon {a:,.0f}" for k, (r, a) in sorted(parts.items()))
+              + f")  load {load()}", flush=True)
         return smp
 
     t0 = time.time()
@@ -858,9 +886,19 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
         print(f"  note: the posts span {args.duration_minutes:.0f} min of event time, less than "
               f"the cluster TTL ({ttl_min:.0f} min): the rumour stage's state cannot turn over, "
               "so this run cannot show bounded memory (the 1M default spans 720 min)")
-    print(f"{'minute':>8s}{'posts done':>12s}{'RSS MB':>9s}")
+    names = sorted({k for x in samples for k in x.parts})
+    print(f"{'minute':>8s}{'posts done':>12s}{'RSS MB':>9s}"
+          + "".join(f"{k[:12] + ' RSS/anon':>22s}" for k in names))
     for x, d in zip(samples, done, strict=True):
-        print(f"{x.t / 60:8.1f}{d:12,}{x.rss_mb:9,.0f}")
+        print(f"{x.t / 60:8.1f}{d:12,}{x.rss_mb:9,.0f}" + "".join(
+            f"{x.parts.get(k, (0.0, 0.0))[0]:13,.0f}{x.parts.get(k, (0.0, 0.0))[1]:9,.0f}"
+            for k in names))
+    for k in names:
+        own = [x.parts.get(k, (0.0, 0.0)) for x in samples]
+        half, quarter = memory_growth([r for r, _ in own])
+        ahalf, aquarter = memory_growth([a for _, a in own])
+        print(f"  {k}: RSS growth over the last half {half:+,.0f} MB, last quarter "
+              f"{quarter:+,.0f} MB; anonymous {ahalf:+,.0f} / {aquarter:+,.0f} MB")
     print(f"goal >= {GOAL_RATE:,.0f} posts/s per worker: "
           f"{'met' if sustained >= GOAL_RATE else 'NOT met'} ({sustained:,.0f})")
     print(f"goal p95 post-to-metric < {GOAL_P95_S:.0f} s: "
@@ -887,6 +925,10 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
             "minutes": [round(x.t / 60, 1) for x in samples],
             "rss_growth_last_half_mb": round(growth, 1),
             "rss_growth_last_quarter_mb": round(growth_quarter, 1), "memory_verdict": verdict,
+            "rss_by_process_mb": {k: [round(x.parts.get(k, (0.0, 0.0))[0], 1) for x in samples]
+                                  for k in names},
+            "anon_rss_by_process_mb": {
+                k: [round(x.parts.get(k, (0.0, 0.0))[1], 1) for x in samples] for k in names},
             "event_minutes": args.duration_minutes, "load": load(),
             "cores": os.cpu_count(), "cpu": describe(), "seconds": round(end - start, 1),
             "worker_env": args.worker_env,

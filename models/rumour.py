@@ -995,7 +995,7 @@ class OnlineClustererAdapter:
             size=c.size, roots=c.roots, replies=c.replies, reposts=c.reposts, quotes=c.quotes,
             support=c.stance.get("support", 0), deny=c.stance.get("deny", 0),
             query=c.stance.get("query", 0), comment=c.stance.get("comment", 0),
-            distinct_authors=len(c.authors), verified_posts=c.verified_posts,
+            distinct_authors=c.distinct_authors, verified_posts=c.verified_posts,
             official_posts=c.official_posts, reach=c.reach,
             age_s=max(0.0, now - c.first_seen), velocity=v,
             prev_velocity=c.velocity(now, w, offset_s=w), peak_velocity=max(c.peak_velocity, v),

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import models.clusters as clusters_module
 from models.clusters import (
     ENGAGEMENT_KINDS,
+    KEPT_ROOTS,
     Assignment,
     Cluster,
     ClusterInput,
@@ -114,7 +115,8 @@ def _counters(cl: Cluster) -> dict[str, Any]:
     return {
         "size": cl.size, "roots": cl.roots, "replies": cl.replies, "reposts": cl.reposts,
         "quotes": cl.quotes, "stance": dict(cl.stance), "reach": cl.reach,
-        "authors": set(cl.authors), "members": list(cl.members), "reserved": list(cl.reserved),
+        "authors": dict(cl.authors), "authors_forgotten": cl.authors_forgotten,
+        "members": list(cl.members), "reserved": list(cl.reserved),
         "first_seen": cl.first_seen, "last_seen": cl.last_seen, "minutes": dict(cl.minutes),
         "verified": cl.verified_posts, "official": cl.official_posts,
         "claim": (cl.claim_sum, cl.claim_n), "terms": dict(cl.terms), "samples": list(cl.samples),
@@ -154,6 +156,12 @@ def test_every_post_lands_in_exactly_one_cluster(posts: list[ClusterInput]) -> N
     for cid, cl in c.clusters.items():
         assert list(cl.members) == parts.get(cid, [])
         assert cl.size == len(cl.members) == cl.roots + cl.replies + cl.reposts + cl.quotes
+        # nothing forgotten: the distinct accounts and their reach are exact
+        by_id = {p.id: p for p in posts}
+        authors = {by_id[pid].author: by_id[pid].followers for pid in reversed(cl.members)
+                   if by_id[pid].author is not None}
+        assert cl.authors_forgotten == 0 and set(cl.authors) == set(authors)
+        assert cl.distinct_authors == len(authors)
     assert sum(cl.size for cl in c.clusters.values()) == len(distinct)
     for pid in distinct:
         assert c.cluster_of(pid) is not None
@@ -171,12 +179,14 @@ def test_with_expiry_no_post_is_in_two_live_clusters(posts: list[ClusterInput]) 
     expired: list[Cluster] = []
     latest: dict[str, Cluster] = {}  # post -> the cluster object of its last placement
     arrived: dict[str, float] = {}
+    joined: dict[int, list[str | None]] = {}  # cluster object -> authors of its fresh posts
     for p in posts:
         a = c.add(p)
         assignments.append(a)
         if a.how != "redelivered" and a.cluster_id in c.clusters:
             latest[p.id] = c.clusters[a.cluster_id]
             arrived[p.id] = p.ts
+            joined.setdefault(id(latest[p.id]), []).append(p.author)
         gone = c.expire(c.watermark)
         assert all(c.clusters.get(cl.id) is not cl for cl in gone)
         expired.extend(gone)
@@ -186,6 +196,12 @@ def test_with_expiry_no_post_is_in_two_live_clusters(posts: list[ClusterInput]) 
             remembered = set(cl.members) | set(cl.kept_roots)
             # ids older than the TTL are forgotten (first roots excepted), never miscounted
             assert cl.size == len(remembered) + cl.forgotten
+            # accounts silent here for the TTL are forgotten too: their number stays bounded
+            # by the posts remembered; an account is never undercounted (one that posts
+            # again after being forgotten counts again)
+            assert len(cl.authors) <= len(cl.members) + KEPT_ROOTS + 1
+            authors = [x for x in joined.get(id(cl), []) if x is not None]
+            assert len(set(authors)) <= cl.distinct_authors <= len(authors)
             for pid in remembered:
                 assert pid not in owner, f"{pid} in {owner.get(pid)} and {cid}"
                 owner[pid] = cid
@@ -220,6 +236,7 @@ def test_a_post_cap_bounds_memory_and_keeps_every_count(posts: list[ClusterInput
     for cl in c.clusters.values():
         remembered = set(cl.members) | set(cl.kept_roots)
         assert cl.size == len(cl.members) + cl.forgotten
+        assert len(cl.authors) <= len(cl.members) + KEPT_ROOTS + 1  # the cap bounds them too
         for pid in remembered:
             assert c.cluster_of(pid) is cl
     # the posts still remembered answer re-deliveries as before: nothing changes (an id
@@ -388,7 +405,7 @@ def test_reply_repost_and_quote_join_the_root() -> None:
     assert {a.cluster_id for a in out} == {root.cluster_id}
     cl = c.clusters[root.cluster_id]
     assert (cl.size, cl.roots, cl.replies, cl.reposts, cl.quotes) == (5, 1, 2, 1, 1)
-    assert cl.reach == 111 and cl.authors == {"a", "b", "c", "d"}
+    assert cl.reach == 111 and set(cl.authors) == {"a", "b", "c", "d"}
     assert dict(cl.stance) == {"query": 1, "deny": 1}
     assert [a.size for a in out] == [2, 3, 4, 5]
 
@@ -687,6 +704,44 @@ def test_a_claim_that_stays_hot_forever_is_bounded_by_the_window() -> None:
     assert cl is not None and cl.size == 3001  # counts stay exact
     late = c.add(ClusterInput("late", "klopt dit?", T0 + 10.0 * 3001, "reply", "root"))
     assert late.cluster_id == cl.id  # the claim itself is never forgotten while it lives
+
+
+def test_a_hot_claim_keeps_the_accounts_of_the_window_and_counts_all_of_them() -> None:
+    """A new account reposts every 10 s for 8 hours, one regular every 10 minutes: the
+    cluster keeps the accounts of the last TTL only (the soak's rumour process grew by
+    ~0.6 MB per 1,000 posts when it kept every one), counts each account once and their
+    reach in full."""
+    c = _clusterer(ttl_s=TTL)
+    c.add(ClusterInput("root", "Brand in de metro bij Centraal Station", T0, author="src",
+                       followers=7))
+    for i in range(3000):
+        regular = i % 60 == 0
+        c.add(ClusterInput(f"rt{i}", "RT", T0 + 10.0 * (i + 1), "repost", "root",
+                           author="regular" if regular else f"u{i}",
+                           followers=5 if regular else 2))
+    cl = c.cluster_of("root")
+    assert cl is not None
+    window = int(TTL / 10.0) + 2
+    assert len(cl.authors) <= window < 3000
+    assert "regular" in cl.authors  # posting within every TTL: never forgotten
+    # src (silent after its root) and the 2,950 one-off accounts; the regular counts once
+    assert cl.distinct_authors == 1 + 2950 + 1
+    assert cl.reach == 7 + 2950 * 2 + 5
+    # src posting again after hours of silence here counts as a new account
+    c.add(ClusterInput("src2", "klopt dit?", T0 + 10.0 * 3001, "reply", "root", author="src",
+                       followers=7))
+    assert cl.distinct_authors == 2953 and cl.reach == 7 + 2950 * 2 + 5 + 7
+
+
+def test_the_post_cap_forgets_the_accounts_with_their_posts() -> None:
+    c = _clusterer(max_posts=100)
+    c.add(ClusterInput("root", "Brand in de metro bij Centraal Station", T0, author="src"))
+    for i in range(1000):  # within the TTL: only the cap forgets
+        c.add(ClusterInput(f"rt{i}", "RT", T0 + 1.0 * (i + 1), "repost", "root",
+                           author=f"u{i}", followers=1))
+    cl = c.clusters[cluster_id_for("root")]
+    assert len(cl.authors) <= len(cl.members) + KEPT_ROOTS + 1
+    assert cl.distinct_authors == 1001 and cl.reach == 1000
 
 
 def test_add_batch_computes_each_texts_minhash_once() -> None:

@@ -105,12 +105,12 @@ def test_redelivery_changes_nothing() -> None:
     tracker = _tracker()
     _feed(tracker, traffic.posts)
     before = {cid: (c.size, c.roots, c.replies, c.reposts, c.quotes, dict(c.stance), c.reach,
-                    len(c.authors), round(c.score, 6))
+                    c.distinct_authors, round(c.score, 6))
               for cid, c in tracker.clusterer.clusters.items()}
     first = {p["id"]: tracker.annotation(p["id"]) for p in traffic.posts}
     again = _feed(tracker, traffic.posts[::3] + traffic.posts[-50:])
     after = {cid: (c.size, c.roots, c.replies, c.reposts, c.quotes, dict(c.stance), c.reach,
-                   len(c.authors), round(c.score, 6))
+                   c.distinct_authors, round(c.score, 6))
              for cid, c in tracker.clusterer.clusters.items()}
     assert after == before
     for b in again:
