@@ -569,8 +569,8 @@ class OnlineClusterer:
         """Drop authors whose latest post here is older than ``limit``, and the least
         recently posting past ``len(members) + KEPT_ROOTS`` (so ``max_posts`` bounds them
         too). Without this a long-lived cluster kept every account that ever posted in it:
-        ~730,000 author keys after the soak's 750,000 generated posts, its memory growing
-        by ~0.6 MB per 1,000 posts long after the window was full."""
+        867,484 author keys after the soak's 1M generated posts, against 35,771 remembered
+        members."""
         authors = c.authors
         cap = len(c.members) + KEPT_ROOTS
         while authors:

@@ -156,12 +156,20 @@ def _soak(rows: list[dict[str, Any]]) -> list[str]:
             f"half {r.get('rss_growth_last_half_mb', 0):+,.0f} MB" + _memory_verdict(r) + ".",
             "",
             f"Memory curve (one sample every {r.get('sample_every_s', 60):.0f} s, and one at "
-            "the end):", "",
-            "| minute | posts done | RSS MB |", "|---:|---:|---:|"]
+            "the end" + ("; RSS per process, and its anonymous part: heap rather than mapped "
+                         "files" if r.get("rss_by_process_mb") else "") + "):", ""]
+    by_process: dict[str, list[float]] = r.get("rss_by_process_mb") or {}
+    anon: dict[str, list[float]] = r.get("anon_rss_by_process_mb") or {}
+    names = sorted(by_process)
+    out += ["| minute | posts done | RSS MB |"
+            + "".join(f" {k} RSS | {k} anon |" for k in names),
+            "|---:|---:|---:|" + "---:|---:|" * len(names)]
     every = float(r.get("sample_every_s", 60)) / 60
     minutes = r.get("minutes") or [round(i * every, 1) for i in range(len(r["rss_mb"]))]
-    for minute, done, rss in zip(minutes, r["done"], r["rss_mb"], strict=False):
-        out.append(f"| {minute:g} | {done:,} | {rss:,.0f} |")
+    for i, (minute, done, rss) in enumerate(zip(minutes, r["done"], r["rss_mb"], strict=False)):
+        out.append(f"| {minute:g} | {done:,} | {rss:,.0f} |" + "".join(
+            f" {by_process[k][i]:,.0f} | {anon.get(k, by_process[k])[i]:,.0f} |"
+            for k in names))
     return out
 
 

@@ -4,13 +4,18 @@ bounded, a steady leak is not."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+
+from tests.reliability_report import _soak
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +58,45 @@ def test_a_steady_leak_is_never_bounded(soak: ModuleType, start: float, leak: fl
     half, _quarter = soak.memory_growth(rss)
     assume(half > max(100.0, 0.06 * rss[n // 2]))
     assert soak.memory_bounded(rss) is False
+
+
+def test_process_memory_files_each_process_of_the_tree(soak: ModuleType) -> None:
+    """The worker itself, and a child that carries a worker role (the rumour process) under
+    that role; each with its RSS and the anonymous part of it, from /proc."""
+    code = "import time; x = bytearray(64 << 20); time.sleep(30)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, subprocess, sys, time; "
+         f"c = subprocess.Popen([sys.executable, '-c', {code!r}], "
+         "env={**os.environ, 'CROWDWATCH_WORKER_ROLE': 'rumours'}); time.sleep(30)"])
+    try:
+        for _ in range(100):
+            parts = soak.process_memory(parent.pid)
+            if parts.get("rumours", (0.0, 0.0))[1] >= 64:
+                break
+            time.sleep(0.1)
+        assert set(parts) == {"worker", "rumours"}
+        rss, anon = parts["rumours"]
+        assert 64 <= anon <= rss
+        assert 0 < parts["worker"][1] <= parts["worker"][0]
+        assert soak.process_memory(os.getpid())["worker"][0] > 0
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_the_report_shows_each_process_when_the_run_recorded_them() -> None:
+    base = {"posts": 1000, "malformed": 1, "posts_per_s": 1000.0, "latency_p50_s": 0.2,
+            "latency_p95_s": 0.5, "lost": 0, "done": [0, 500, 1000],
+            "rss_mb": [300.0, 350.0, 360.0], "minutes": [0, 1, 1.5], "at": 1796522400.0}
+    old = "\n".join(_soak([base]))
+    assert "| minute | posts done | RSS MB |\n" in old + "\n"
+    assert "| 1.5 | 1,000 | 360 |" in old
+    new = "\n".join(_soak([{**base,
+                            "rss_by_process_mb": {"worker": [200.0, 220.0, 225.0],
+                                                  "rumours": [100.0, 130.0, 135.0]},
+                            "anon_rss_by_process_mb": {"worker": [150.0, 170.0, 175.0],
+                                                       "rumours": [90.0, 120.0, 125.0]}}]))
+    assert "| minute | posts done | RSS MB | rumours RSS | rumours anon | worker RSS | " \
+           "worker anon |" in new
+    assert "| 1.5 | 1,000 | 360 | 135 | 125 | 225 | 175 |" in new
