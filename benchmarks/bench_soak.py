@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -275,7 +276,14 @@ def process_memory(pid: int) -> dict[str, tuple[float, float]]:
     A descendant whose environment names a worker role (the rumour process) is filed under
     that role; ``pid`` itself is "worker" (with the rumour process on, the ingest side).
     """
+    return {k: (rss, anon) for k, (rss, anon, _cpu) in process_usage(pid).items()}
+
+
+def process_usage(pid: int) -> dict[str, tuple[float, float, float]]:
+    """:func:`process_memory` and CPU seconds used so far (user + system), per process."""
+    tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -283,9 +291,11 @@ def process_memory(pid: int) -> dict[str, tuple[float, float]]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    parts: dict[str, tuple[float, float]] = {}
+        stat_fields = stat.rsplit(")", 1)[1].split()
+        children.setdefault(int(stat_fields[1]), []).append(int(entry.name))
+        # utime, stime (fields 14 and 15 of /proc/PID/stat)
+        cpu[int(entry.name)] = (int(stat_fields[11]) + int(stat_fields[12])) / tick
+    parts: dict[str, tuple[float, float, float]] = {}
     todo = [pid]
     while todo:
         p = todo.pop()
@@ -298,8 +308,8 @@ def process_memory(pid: int) -> dict[str, tuple[float, float]]:
             name = "worker" if p == pid else _role(p) or f"{fields['Name'].strip()} {p}"
             rss, anon = (int(fields.get(k, "0 kB").split()[0]) / 1024
                          for k in ("VmRSS", "RssAnon"))
-            was = parts.get(name, (0.0, 0.0))
-            parts[name] = (was[0] + rss, was[1] + anon)
+            was = parts.get(name, (0.0, 0.0, 0.0))
+            parts[name] = (was[0] + rss, was[1] + anon, was[2] + cpu.get(p, 0.0))
     return parts
 
 
@@ -312,6 +322,13 @@ def _role(pid: int) -> str | None:
         if kv.startswith(b"CROWDWATCH_WORKER_ROLE="):
             return kv.split(b"=", 1)[1].decode(errors="replace")
     return None
+
+
+def cpu_percent(before: Sample, after: Sample) -> dict[str, float]:
+    """Each process's CPU between two samples, % of one core."""
+    dt = after.t - before.t
+    return {k: 100 * (c - before.cpu.get(k, 0.0)) / dt for k, c in sorted(after.cpu.items())
+            } if dt > 0 else {}
 
 
 # stage -> (metric, labels to match); summed over the other labels
@@ -503,6 +520,8 @@ class Sample:
     claims_done: int = 0
     #: per process (``process_memory``): name -> (RSS, anonymous RSS), MB
     parts: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: per process: CPU seconds used so far
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malformed: int
@@ -551,9 +570,12 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
     async def take_sample(t0: float) -> Sample:
         stages, _ = await scrape_metrics(t0)
         lag, committed = await loop.run_in_executor(None, lagger.lag)
-        parts = process_memory(pid)
+        usage = process_usage(pid)
+        parts = {k: (rss, anon) for k, (rss, anon, _) in usage.items()}
         smp = Sample(time.time() - t0, sum(r for r, _ in parts.values()), stages, lag,
-                     sent[0], committed.get(s.topic_claims, 0), parts)
+                     sent[0], committed.get(s.topic_claims, 0), parts,
+                     {k: c for k, (_, _, c) in usage.items()})
+        prev = samples[-1] if samples else None
         samples.append(smp)
         print(f"  {smp.t / 60:5.1f} min  sent {smp.sent:>9,}  enriched "
               f"{stages['enriched']:>9,.0f}  scored {stages['scored']:>9,.0f}  clustered "
@@ -562,7 +584,9 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
               f"{lag[s.topic_raw]:,}/{lag[s.topic_enriched]:,}/{lag[s.topic_claims]:,}  "
               f"RSS {smp.rss_mb:,.0f} MB ("
               + ", ".join(f"{k} {r:,.0f}/anon {a:,.0f}" for k, (r, a) in sorted(parts.items()))
-              + f")  load {load()}", flush=True)
+              + ")" + ("  CPU " + ", ".join(f"{k} {v:.0f} %" for k, v in
+                                             cpu_percent(prev, smp).items()) if prev else "")
+              + f"  load {load()}", flush=True)
         return smp
 
     t0 = time.time()
@@ -929,6 +953,10 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
                                   for k in names},
             "anon_rss_by_process_mb": {
                 k: [round(x.parts.get(k, (0.0, 0.0))[1], 1) for x in samples] for k in names},
+            # % of one core over each interval between two samples
+            "cpu_percent_by_process": {
+                k: [round(cpu_percent(a, b).get(k, 0.0), 1)
+                    for a, b in itertools.pairwise(samples)] for k in names},
             "event_minutes": args.duration_minutes, "load": load(),
             "cores": os.cpu_count(), "cpu": describe(), "seconds": round(end - start, 1),
             "worker_env": args.worker_env,

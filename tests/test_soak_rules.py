@@ -63,7 +63,9 @@ def test_a_steady_leak_is_never_bounded(soak: ModuleType, start: float, leak: fl
 def test_process_memory_files_each_process_of_the_tree(soak: ModuleType) -> None:
     """The worker itself, and a child that carries a worker role (the rumour process) under
     that role; each with its RSS and the anonymous part of it, from /proc."""
-    code = "import time; x = bytearray(64 << 20); time.sleep(30)"
+    code = ("import time; x = bytearray(64 << 20); t = time.process_time()\n"
+            "while time.process_time() - t < 0.3: pass\n"
+            "time.sleep(30)")
     parent = subprocess.Popen(
         [sys.executable, "-c",
          "import os, subprocess, sys, time; "
@@ -71,11 +73,13 @@ def test_process_memory_files_each_process_of_the_tree(soak: ModuleType) -> None
          "env={**os.environ, 'CROWDWATCH_WORKER_ROLE': 'rumours'}); time.sleep(30)"])
     try:
         for _ in range(100):
-            parts = soak.process_memory(parent.pid)
-            if parts.get("rumours", (0.0, 0.0))[1] >= 64:
+            usage = soak.process_usage(parent.pid)
+            if usage.get("rumours", (0.0, 0.0, 0.0))[2] >= 0.3:
                 break
             time.sleep(0.1)
+        parts = soak.process_memory(parent.pid)
         assert set(parts) == {"worker", "rumours"}
+        assert usage["rumours"][2] >= 0.3 > usage["worker"][2]  # CPU seconds: the child spun
         rss, anon = parts["rumours"]
         assert 64 <= anon <= rss
         assert 0 < parts["worker"][1] <= parts["worker"][0]
@@ -100,3 +104,10 @@ def test_the_report_shows_each_process_when_the_run_recorded_them() -> None:
     assert "| minute | posts done | RSS MB | rumours RSS | rumours anon | worker RSS | " \
            "worker anon |" in new
     assert "| 1.5 | 1,000 | 360 | 135 | 125 | 225 | 175 |" in new
+
+
+def test_cpu_percent_is_per_process_between_two_samples(soak: ModuleType) -> None:
+    before = soak.Sample(60.0, 0.0, {}, {}, 0, cpu={"worker": 10.0, "rumours": 4.0})
+    after = soak.Sample(120.0, 0.0, {}, {}, 0, cpu={"worker": 64.0, "rumours": 22.0})
+    assert soak.cpu_percent(before, after) == {"rumours": 30.0, "worker": 90.0}
+    assert soak.cpu_percent(after, after) == {}
