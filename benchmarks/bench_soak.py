@@ -17,8 +17,8 @@ sampled every minute.
    to the local Alertmanager. Unique topics, consumer group and Redis prefix per run.
 4. The posts are fed at ``--rate`` posts/s (0 = as fast as the producer goes). Every
    ``--sample-every`` s (60): worker RSS (process + children, /proc; also each process's
-   RSS and its anonymous part), posts done per stage (/metrics), consumer lag per input
-   topic (committed offsets of the group).
+   RSS, its anonymous part and its CPU share since the last sample), posts done per stage
+   (/metrics), consumer lag per input topic (committed offsets of the group).
 5. After the run the output topics are read back: lost = valid posts missing from
    posts.enriched + malformed lines missing from the dead-letter topic (distinct); latency
    from the raw record's Kafka timestamp to its scored output's Kafka timestamp (sampled
@@ -325,10 +325,10 @@ def _role(pid: int) -> str | None:
 
 
 def cpu_percent(before: Sample, after: Sample) -> dict[str, float]:
-    """Each process's CPU between two samples, % of one core."""
+    """Each process's CPU between two samples, % of one core (only processes in both)."""
     dt = after.t - before.t
-    return {k: 100 * (c - before.cpu.get(k, 0.0)) / dt for k, c in sorted(after.cpu.items())
-            } if dt > 0 else {}
+    return {k: 100 * (c - before.cpu[k]) / dt for k, c in sorted(after.cpu.items())
+            if k in before.cpu} if dt > 0 else {}
 
 
 # stage -> (metric, labels to match); summed over the other labels

@@ -111,3 +111,6 @@ def test_cpu_percent_is_per_process_between_two_samples(soak: ModuleType) -> Non
     after = soak.Sample(120.0, 0.0, {}, {}, 0, cpu={"worker": 64.0, "rumours": 22.0})
     assert soak.cpu_percent(before, after) == {"rumours": 30.0, "worker": 90.0}
     assert soak.cpu_percent(after, after) == {}
+    # a process that was not there at the first sample has no share for that interval
+    late = soak.Sample(180.0, 0.0, {}, {}, 0, cpu={"worker": 82.0, "python 7": 30.0})
+    assert soak.cpu_percent(after, late) == {"worker": 30.0}
