@@ -269,18 +269,14 @@ class GroupLag:
 # ---------------------------------------------------------------- the worker
 
 
-def process_memory(pid: int) -> dict[str, tuple[float, float]]:
-    """RSS and its anonymous part (heap, not mapped files), MB, of ``pid`` and each of its
-    descendants, from /proc: ``{"worker": (rss, anon), "rumours": ..., "<comm> <pid>": ...}``.
+def process_usage(pid: int) -> dict[str, tuple[float, float, float]]:
+    """RSS and its anonymous part (heap, not mapped files), MB, and CPU seconds used so far
+    (user + system), of ``pid`` and each of its descendants, from /proc:
+    ``{"worker": (rss, anon, cpu), "rumours": ..., "<comm> <pid>": ...}``.
 
     A descendant whose environment names a worker role (the rumour process) is filed under
     that role; ``pid`` itself is "worker" (with the rumour process on, the ingest side).
     """
-    return {k: (rss, anon) for k, (rss, anon, _cpu) in process_usage(pid).items()}
-
-
-def process_usage(pid: int) -> dict[str, tuple[float, float, float]]:
-    """:func:`process_memory` and CPU seconds used so far (user + system), per process."""
     tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     cpu: dict[int, float] = {}
@@ -518,7 +514,7 @@ class Sample:
     lag: dict[str, int]
     sent: int
     claims_done: int = 0
-    #: per process (``process_memory``): name -> (RSS, anonymous RSS), MB
+    #: per process (``process_usage``): name -> (RSS, anonymous RSS), MB
     parts: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: per process: CPU seconds used so far
     cpu: dict[str, float] = field(default_factory=dict)
@@ -911,16 +907,17 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
               f"the cluster TTL ({ttl_min:.0f} min): the rumour stage's state cannot turn over, "
               "so this run cannot show bounded memory (the 1M default spans 720 min)")
     names = sorted({k for x in samples for k in x.parts})
+    # per process: its RSS and anonymous RSS at every sample (0 where it was not running)
+    own_rss = {k: [x.parts.get(k, (0.0, 0.0))[0] for x in samples] for k in names}
+    own_anon = {k: [x.parts.get(k, (0.0, 0.0))[1] for x in samples] for k in names}
     print(f"{'minute':>8s}{'posts done':>12s}{'RSS MB':>9s}"
           + "".join(f"{k[:12] + ' RSS/anon':>22s}" for k in names))
-    for x, d in zip(samples, done, strict=True):
+    for i, (x, d) in enumerate(zip(samples, done, strict=True)):
         print(f"{x.t / 60:8.1f}{d:12,}{x.rss_mb:9,.0f}" + "".join(
-            f"{x.parts.get(k, (0.0, 0.0))[0]:13,.0f}{x.parts.get(k, (0.0, 0.0))[1]:9,.0f}"
-            for k in names))
+            f"{own_rss[k][i]:13,.0f}{own_anon[k][i]:9,.0f}" for k in names))
     for k in names:
-        own = [x.parts.get(k, (0.0, 0.0)) for x in samples]
-        half, quarter = memory_growth([r for r, _ in own])
-        ahalf, aquarter = memory_growth([a for _, a in own])
+        half, quarter = memory_growth(own_rss[k])
+        ahalf, aquarter = memory_growth(own_anon[k])
         print(f"  {k}: RSS growth over the last half {half:+,.0f} MB, last quarter "
               f"{quarter:+,.0f} MB; anonymous {ahalf:+,.0f} / {aquarter:+,.0f} MB")
     print(f"goal >= {GOAL_RATE:,.0f} posts/s per worker: "
@@ -949,10 +946,8 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
             "minutes": [round(x.t / 60, 1) for x in samples],
             "rss_growth_last_half_mb": round(growth, 1),
             "rss_growth_last_quarter_mb": round(growth_quarter, 1), "memory_verdict": verdict,
-            "rss_by_process_mb": {k: [round(x.parts.get(k, (0.0, 0.0))[0], 1) for x in samples]
-                                  for k in names},
-            "anon_rss_by_process_mb": {
-                k: [round(x.parts.get(k, (0.0, 0.0))[1], 1) for x in samples] for k in names},
+            "rss_by_process_mb": {k: [round(v, 1) for v in own_rss[k]] for k in names},
+            "anon_rss_by_process_mb": {k: [round(v, 1) for v in own_anon[k]] for k in names},
             # % of one core over each interval between two samples
             "cpu_percent_by_process": {
                 k: [round(cpu_percent(a, b).get(k, 0.0), 1)

@@ -60,9 +60,9 @@ def test_a_steady_leak_is_never_bounded(soak: ModuleType, start: float, leak: fl
     assert soak.memory_bounded(rss) is False
 
 
-def test_process_memory_files_each_process_of_the_tree(soak: ModuleType) -> None:
+def test_process_usage_files_each_process_of_the_tree(soak: ModuleType) -> None:
     """The worker itself, and a child that carries a worker role (the rumour process) under
-    that role; each with its RSS and the anonymous part of it, from /proc."""
+    that role; each with its RSS, the anonymous part of it and its CPU seconds, from /proc."""
     code = ("import time; x = bytearray(64 << 20); t = time.process_time()\n"
             "while time.process_time() - t < 0.3: pass\n"
             "time.sleep(30)")
@@ -77,13 +77,12 @@ def test_process_memory_files_each_process_of_the_tree(soak: ModuleType) -> None
             if usage.get("rumours", (0.0, 0.0, 0.0))[2] >= 0.3:
                 break
             time.sleep(0.1)
-        parts = soak.process_memory(parent.pid)
-        assert set(parts) == {"worker", "rumours"}
+        assert set(usage) == {"worker", "rumours"}
         assert usage["rumours"][2] >= 0.3 > usage["worker"][2]  # CPU seconds: the child spun
-        rss, anon = parts["rumours"]
+        rss, anon, _cpu = usage["rumours"]
         assert 64 <= anon <= rss
-        assert 0 < parts["worker"][1] <= parts["worker"][0]
-        assert soak.process_memory(os.getpid())["worker"][0] > 0
+        assert 0 < usage["worker"][1] <= usage["worker"][0]
+        assert soak.process_usage(os.getpid())["worker"][0] > 0
     finally:
         parent.kill()
         parent.wait()
