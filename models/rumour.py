@@ -255,6 +255,20 @@ def _verified(post: Mapping[str, Any]) -> bool:
     return _author(post).get("verified") is True
 
 
+#: the last features of DENSE_NAMES describe the author, all others the text alone
+_AUTHOR_FEATURES = 3
+#: texts whose cue logit a ClaimClassifier remembers (emptied when full)
+TEXT_CACHE_SIZE = 20_000
+
+
+def author_features(post: Mapping[str, Any]) -> np.ndarray:
+    """The author part of :func:`claim_features`: log followers, verified, has author."""
+    if not isinstance(post, Mapping):
+        return np.zeros(_AUTHOR_FEATURES)
+    return np.array([math.log1p(_followers(post)), 1.0 if _verified(post) else 0.0,
+                     1.0 if _author(post) else 0.0])
+
+
 def claim_features(post: Mapping[str, Any]) -> tuple[np.ndarray, list[str]]:
     """(dense cue vector in ``DENSE_NAMES`` order, word tokens for the hashed n-grams) of one
     post.  Never raises on odd input: a missing or non-string text counts as empty."""
@@ -272,8 +286,6 @@ def claim_features(post: Mapping[str, Any]) -> tuple[np.ndarray, list[str]]:
                       if i > 0 and w[:1].isupper() and not w.isupper())
     urls = _URL.findall(raw)
     numbers = _NUMBER.findall(body)
-    followers = _followers(post) if isinstance(post, Mapping) else 0
-    author = _author(post) if isinstance(post, Mapping) else {}
     vec = [
         *(math.log1p(counts[name]) for name in CUES),
         *(1.0 if counts[name] else 0.0 for name in CUES),
@@ -295,9 +307,7 @@ def claim_features(post: Mapping[str, Any]) -> tuple[np.ndarray, list[str]]:
         1.0 if _RT.match(raw) else 0.0,
         math.log1p(len(words)),
         math.log1p(len(raw)),
-        math.log1p(followers),
-        1.0 if _verified(post) else 0.0,
-        1.0 if author else 0.0,
+        *author_features(post),
     ]
     return np.asarray(vec, dtype=np.float64), words
 
@@ -375,6 +385,9 @@ class ClaimClassifier:
     embedder_name: str = ""
     fallback: ClaimClassifier | None = None
     embedder: Any = field(default=None, repr=False, compare=False)
+    #: text -> the text's part of the cue logit (see _cue_logits); bounded by TEXT_CACHE_SIZE
+    _text_logits: dict[int, float] = field(default_factory=dict, init=False, repr=False,
+                                           compare=False)
 
     @classmethod
     def untrained(cls, hash_bits: int = HASH_BITS) -> ClaimClassifier:
@@ -412,14 +425,30 @@ class ClaimClassifier:
         return replace(self, embedder=embedder if self.accepts(embedder) else None)
 
     def _cue_logits(self, posts: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        # logit = the text's part (cues + n-grams, cached per text: copies and copy-pasted
+        # claims are common) + the author's part (the last _AUTHOR_FEATURES features)
         out = np.empty(len(posts))
+        cut = len(DENSE_NAMES) - _AUTHOR_FEATURES
+        w_author = self.w_dense[cut:] / self.scale[cut:]
+        cache = self._text_logits
         for i, post in enumerate(posts):
-            dense, words = claim_features(post)
-            z = float(self.bias + np.dot(self.w_dense, (dense - self.mean) / self.scale))
-            buckets = hashed_ngrams(words, self.hash_bits)
-            if buckets:
-                z += float(self.w_hash[buckets].sum()) / math.sqrt(len(buckets))
-            out[i] = z
+            text = post.get("text") if isinstance(post, Mapping) else None
+            # keyed by the str's hash (SipHash, keyed per process): an int, not the text
+            key = hash(text) if isinstance(text, str) else None
+            z_text = cache.get(key) if key is not None else None
+            if z_text is None:
+                dense, words = claim_features(post)
+                z_text = float(self.bias + np.dot(self.w_dense[:cut],
+                                                  (dense[:cut] - self.mean[:cut])
+                                                  / self.scale[:cut]))
+                buckets = hashed_ngrams(words, self.hash_bits)
+                if buckets:
+                    z_text += float(self.w_hash[buckets].sum()) / math.sqrt(len(buckets))
+                if key is not None:
+                    if len(cache) >= TEXT_CACHE_SIZE:
+                        cache.clear()
+                    cache[key] = z_text
+            out[i] = z_text + float(np.dot(w_author, author_features(post) - self.mean[cut:]))
         return out
 
     def _vectors(self, posts: Sequence[Mapping[str, Any]],

@@ -365,6 +365,17 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return out
 
 
+#: (text, parent) pairs whose stance a LinearStanceClassifier remembers (emptied when full)
+STANCE_CACHE_SIZE = 20_000
+
+
+def _pair_key(text: object, parent: object) -> int:
+    """The pair's hash: Python's str hash is keyed per process (SipHash), so a collision
+    between two of the cache's 20,000 pairs has a chance of about 1e-11."""
+    return hash((text if isinstance(text, str) else "",
+                 parent if isinstance(parent, str) else None))
+
+
 class LinearStanceClassifier:
     """Shared cue block (+ optional hashed n-grams) → multinomial logistic regression.
 
@@ -386,6 +397,7 @@ class LinearStanceClassifier:
         self.offsets = np.asarray(offsets, dtype=np.float32).reshape(len(STANCES))
         self.cfg = cfg
         self.meta = dict(meta or {})
+        self._results: dict[int, StanceResult] = {}
 
     # -- scoring
     def logits(self, texts: Sequence[str],
@@ -425,12 +437,27 @@ class LinearStanceClassifier:
 
     def classify(self, texts: Sequence[str],
                  parents: Sequence[str | None] | None = None) -> list[StanceResult]:
-        probs = self.predict_proba(texts, parents)
-        decision = np.log(np.maximum(probs, 1e-12)) + self.offsets
-        labels = decision.argmax(axis=1)
-        return [StanceResult(STANCES[int(k)],
-                             {s: float(p[j]) for j, s in enumerate(STANCES)})
-                for k, p in zip(labels, probs, strict=True)]
+        """Stance of each text (as a reply to ``parents[i]``); a (text, parent) pair seen
+        before is answered from a bounded cache (replies and quotes repeat a lot)."""
+        if parents is not None and len(parents) != len(texts):
+            raise ValueError("texts and parents differ in length")
+        keys = [_pair_key(t, None if parents is None else parents[i])
+                for i, t in enumerate(texts)]
+        cache = self._results
+        results: list[StanceResult | None] = [cache.get(k) for k in keys]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            probs = self.predict_proba([texts[i] for i in todo],
+                                       None if parents is None else [parents[i] for i in todo])
+            decision = np.log(np.maximum(probs, 1e-12)) + self.offsets
+            if len(cache) + len(todo) > STANCE_CACHE_SIZE:
+                cache.clear()
+            for i, k, p in zip(todo, decision.argmax(axis=1), probs, strict=True):
+                results[i] = result = StanceResult(
+                    STANCES[int(k)], {s: float(p[j]) for j, s in enumerate(STANCES)})
+                if len(cache) < STANCE_CACHE_SIZE:
+                    cache[keys[i]] = result
+        return [r for r in results if r is not None]
 
     # -- persistence
     def save(self, path: str | Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.embed import CachedEmbedder, HashingEmbedder
@@ -27,6 +27,7 @@ from models.rumour import (
     detection_latency,
     embedder_identity,
     evaluate_rumours,
+    hashed_ngrams,
     load_default_claim_classifier,
 )
 
@@ -174,6 +175,45 @@ def test_garbage_text_never_crashes(text: str) -> None:
     clf = load_default_claim_classifier()
     p = clf.prob({"text": text, "author": {"followers": "many", "verified": "yes"}})
     assert 0.0 <= p <= 1.0
+
+
+def _uncached_cue_logit(clf: ClaimClassifier, post: dict[str, Any]) -> float:
+    dense, words = claim_features(post)
+    z = float(clf.bias + np.dot(clf.w_dense, (dense - clf.mean) / clf.scale))
+    buckets = hashed_ngrams(words, clf.hash_bits)
+    if buckets:
+        z += float(clf.w_hash[buckets].sum()) / math.sqrt(len(buckets))
+    return z
+
+
+_CACHE_TEXTS = ["Naar verluidt schoten bij het station", "Is dit waar? Bron?",
+                "BREAKING: 3 dead at the stadium", "", "Mooi weer op het Museumplein"]
+_AUTHORS = st.one_of(st.none(), st.fixed_dictionaries(
+    {}, optional={"followers": st.one_of(st.integers(-5, 10**7), st.floats(), st.text()),
+                  "verified": st.one_of(st.booleans(), st.text(max_size=3))}))
+
+
+@given(pairs=st.lists(st.tuples(st.one_of(st.sampled_from(_CACHE_TEXTS), st.text(max_size=40)),
+                                _AUTHORS), min_size=1, max_size=12),
+       cache_size=st.integers(1, 4))
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_cue_logits_per_text_cache_changes_nothing(
+        pairs: list[tuple[str, dict[str, Any] | None]], cache_size: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The text's part of the logit is cached per text; the author's part is not: posts
+    repeating a text under other authors get exactly the uncached logit; the cache stays
+    within TEXT_CACHE_SIZE."""
+    import models.rumour as rumour_module
+
+    monkeypatch.setattr(rumour_module, "TEXT_CACHE_SIZE", cache_size)
+    clf = replace(load_default_claim_classifier(), embedder=None)  # a fresh, empty cache
+    posts = [{"text": t} if a is None else {"text": t, "author": a} for t, a in pairs]
+    for _ in range(2):  # the second pass reads what the first one cached
+        got = clf._cue_logits(posts)
+        want = [_uncached_cue_logit(clf, p) for p in posts]
+        assert np.allclose(got, want, rtol=0, atol=1e-9)
+        assert len(clf._text_logits) <= cache_size
 
 
 def test_odd_posts_never_crash() -> None:

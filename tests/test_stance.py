@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.stance import (
@@ -166,6 +166,34 @@ def test_batch_independent(model: LinearStanceClassifier) -> None:
         assert x.label == y.label
         for s in STANCES:
             assert math.isclose(x.probs[s], y.probs[s], abs_tol=1e-6)
+
+
+@given(pairs=st.lists(st.tuples(st.sampled_from([t for t, _, _ in SANITY[:6]] + ["", "bron?"]),
+                                st.sampled_from([None, "", CLAIM_NL, CLAIM_EN])),
+                      min_size=1, max_size=10), cache_size=st.integers(1, 4))
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_pair_cache_changes_nothing(pairs: list[tuple[str, str | None]], cache_size: int,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeated (text, parent) pairs come from a bounded cache: same labels and
+    probabilities as a model that has seen nothing; the same text under another parent
+    is classified apart."""
+    import models.stance as stance_module
+
+    monkeypatch.setattr(stance_module, "STANCE_CACHE_SIZE", cache_size)
+    base = load_default_stance()
+    texts = [t for t, _ in pairs]
+    parents = [p for _, p in pairs]
+    model = LinearStanceClassifier(base.w_sparse, base.w_dense, base.offsets, base.cfg)
+    for _ in range(2):
+        got = model.classify(texts, parents)
+        assert len(model._results) <= cache_size
+        for r, t, p in zip(got, texts, parents, strict=True):
+            fresh = LinearStanceClassifier(base.w_sparse, base.w_dense, base.offsets,
+                                           base.cfg).classify([t], [p])[0]
+            assert r.label == fresh.label
+            for s in STANCES:
+                assert math.isclose(r.probs[s], fresh.probs[s], abs_tol=1e-6)
 
 
 def test_save_load_round_trip(model: LinearStanceClassifier, tmp_path: Path) -> None:
