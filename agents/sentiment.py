@@ -22,8 +22,12 @@ def register(pipeline: Pipeline) -> None:
     @pipeline.app.agent(pipeline.enriched_topic, name="crowdwatch.sentiment")
     async def sentiment(stream: StreamT) -> None:
         take_events = stream.take_events  # type: ignore[attr-defined]
-        async for events in take_events(settings.sentiment_batch_size * 4,
-                                        settings.batch_within):
+        # as many as the other stages take (batch_size): with a backlog the fixed costs of a
+        # batch (a Redis round trip, waiting for Kafka's acknowledgement) are spread over
+        # more posts, so the stage catches up instead of queueing; without one a batch is
+        # what arrives within batch_within
+        take = max(settings.batch_size, settings.sentiment_batch_size * 4)
+        async for events in take_events(take, settings.batch_within):
             started = time.monotonic()
             batch = await pipeline.score([e.message.value for e in events])
             fresh = await pipeline.store.first_seen(pipeline.event_name, "mood",
