@@ -309,6 +309,32 @@ def process_usage(pid: int) -> dict[str, tuple[float, float, float]]:
     return parts
 
 
+#: seconds between the memory reads whose peak each sample reports
+MEMORY_READ_EVERY_S = 2.0
+
+
+class PeakMemory:
+    """The highest RSS and anonymous RSS of each process over the reads since the last
+    sample. The worker hands free memory back to the OS every 60 s (malloc_trim), so a
+    process's RSS swings by tens of MB within a minute; one read per sample would compare
+    points of that cycle, not the trend (docs/reliability.md, "Soak")."""
+
+    def __init__(self) -> None:
+        self._peak: dict[str, tuple[float, float]] = {}
+
+    def add(self, usage: dict[str, tuple[float, float, float]]) -> None:
+        for name, (rss, anon, _) in usage.items():
+            was = self._peak.get(name, (0.0, 0.0))
+            self._peak[name] = (max(was[0], rss), max(was[1], anon))
+
+    def take(self, usage: dict[str, tuple[float, float, float]]
+             ) -> dict[str, tuple[float, float]]:
+        """Add ``usage`` (the sample's own read) and return the peaks; start over."""
+        self.add(usage)
+        peak, self._peak = self._peak, {}
+        return peak
+
+
 def _role(pid: int) -> str | None:
     try:
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -567,7 +593,7 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
         stages, _ = await scrape_metrics(t0)
         lag, committed = await loop.run_in_executor(None, lagger.lag)
         usage = process_usage(pid)
-        parts = {k: (rss, anon) for k, (rss, anon, _) in usage.items()}
+        parts = peaks.take(usage)
         smp = Sample(time.time() - t0, sum(r for r, _ in parts.values()), stages, lag,
                      sent[0], committed.get(s.topic_claims, 0), parts,
                      {k: c for k, (_, _, c) in usage.items()})
@@ -585,6 +611,7 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
               + f"  load {load()}", flush=True)
         return smp
 
+    peaks = PeakMemory()
     t0 = time.time()
     await take_sample(t0)
     feeder = asyncio.create_task(produce(bs, s.topic_raw, path, args.rate, sent))
@@ -594,9 +621,10 @@ async def soak(run: Run, path: Path, args: argparse.Namespace, valid: int, malfo
     buckets: dict[float, float] = {}
     stalled = False
     while True:
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(MEMORY_READ_EVERY_S)
         if run.proc is not None and run.proc.poll() is not None:
             raise RuntimeError("worker exited during the soak:\n" + run.log_tail())
+        peaks.add(process_usage(pid))
         stages, buckets = await scrape_metrics(t0)
         stages = dict(stages)
         lag, committed = await loop.run_in_executor(None, lagger.lag)
@@ -943,6 +971,7 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
             "enrich_latency_p95_s": round(pct(enr, .95), 3),
             "lost": checked["lost"], "double_counted": double,
             "rss_mb": rss, "done": done, "sample_every_s": args.sample_every,
+            "rss_read_every_s": MEMORY_READ_EVERY_S,
             "minutes": [round(x.t / 60, 1) for x in samples],
             "rss_growth_last_half_mb": round(growth, 1),
             "rss_growth_last_quarter_mb": round(growth_quarter, 1), "memory_verdict": verdict,

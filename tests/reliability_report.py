@@ -156,8 +156,11 @@ def _soak(rows: list[dict[str, Any]]) -> list[str]:
             f"half {r.get('rss_growth_last_half_mb', 0):+,.0f} MB" + _memory_verdict(r) + ".",
             "",
             f"Memory curve (one sample every {r.get('sample_every_s', 60):.0f} s, and one at "
-            "the end" + ("; RSS per process, and its anonymous part: heap rather than mapped "
-                         "files" if r.get("rss_by_process_mb") else "") + "):", ""]
+            "the end"
+            + (f"; each the highest RSS read, every {r['rss_read_every_s']:.0f} s, since the "
+               "sample before" if r.get("rss_read_every_s") else "")
+            + ("; RSS per process, and its anonymous part: heap rather than mapped files"
+               if r.get("rss_by_process_mb") else "") + "):", ""]
     by_process: dict[str, list[float]] = r.get("rss_by_process_mb") or {}
     anon: dict[str, list[float]] = r.get("anon_rss_by_process_mb") or {}
     names = sorted(by_process)

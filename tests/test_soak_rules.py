@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from tests.reliability_report import _soak
@@ -103,6 +103,9 @@ def test_the_report_shows_each_process_when_the_run_recorded_them() -> None:
     assert "| minute | posts done | RSS MB | rumours RSS | rumours anon | worker RSS | " \
            "worker anon |" in new
     assert "| 1.5 | 1,000 | 360 | 135 | 125 | 225 | 175 |" in new
+    assert "highest RSS read" not in new  # runs before 2026-12-07 read once per sample
+    peaks = "\n".join(_soak([{**base, "rss_read_every_s": 2.0}]))
+    assert "each the highest RSS read, every 2 s, since the sample before" in peaks
 
 
 def test_cpu_percent_is_per_process_between_two_samples(soak: ModuleType) -> None:
@@ -113,3 +116,38 @@ def test_cpu_percent_is_per_process_between_two_samples(soak: ModuleType) -> Non
     # a process that was not there at the first sample has no share for that interval
     late = soak.Sample(180.0, 0.0, {}, {}, 0, cpu={"worker": 82.0, "python 7": 30.0})
     assert soak.cpu_percent(after, late) == {"worker": 30.0}
+
+
+def test_peak_memory_keeps_each_processs_highest_read_until_taken(soak: ModuleType) -> None:
+    peaks = soak.PeakMemory()
+    peaks.add({"worker": (1900.0, 1500.0, 1.0), "rumours": (900.0, 850.0, 1.0)})
+    peaks.add({"worker": (1950.0, 1490.0, 2.0), "rumours": (880.0, 860.0, 2.0)})
+    assert peaks.take({"worker": (1910.0, 1495.0, 3.0)}) == {
+        "worker": (1950.0, 1500.0), "rumours": (900.0, 860.0)}
+    assert peaks.take({"worker": (1905.0, 1480.0, 4.0)}) == {"worker": (1905.0, 1480.0)}
+
+
+@given(st.floats(0, 60), st.floats(5, 59), st.floats(20, 60))
+@example(0.0, 58.0, 60.0)  # minute samples at the floor, the end sample near the top
+def test_a_trim_sawtooth_is_bounded_whatever_the_phase(soak: ModuleType, phase: float,
+                                                       end: float, swing: float) -> None:
+    """A flat process whose RSS climbs by ``swing`` MB between two malloc trims (every 60 s,
+    as the worker does): with one read per sample the rule compared a trim's floor with a
+    peak (the 2026-12-07 runs); with the peak of 2 s reads every sample sees the same top."""
+    def rss(t: float) -> dict[str, tuple[float, float, float]]:
+        v = 1870.0 + swing * (((t - phase) % 60.0) / 60.0)
+        return {"worker": (v, v - 360.0, 0.0)}
+
+    peaks = soak.PeakMemory()
+    curve: list[float] = []
+    t, stop = 0.0, 15 * 60.0 + end
+    while True:
+        sample_due = t % 60.0 == 0.0 or t >= stop
+        if sample_due:
+            curve.append(peaks.take(rss(t))["worker"][0])
+            if t >= stop:
+                break
+        else:
+            peaks.add(rss(t))
+        t = min(t + soak.MEMORY_READ_EVERY_S, stop)
+    assert soak.memory_bounded(curve) is True
