@@ -298,13 +298,21 @@ class OnlineClusterer:
         elif post.parent and post.kind in ENGAGEMENT_KINDS:
             vector = None
             cid = self._post_cluster.get(post.parent)
-            if cid is None or cid not in self.clusters:
+            if cid is not None and cid in self.clusters:
+                cluster, how = self.clusters[cid], "thread"
+            elif (own := self.clusters.get(cluster_id_for(post.parent))) is not None:
+                # the parent's own cluster is live though the parent itself was forgotten
+                # (a late or re-delivered reply after its members aged out): its thread
+                cluster, how = own, "thread"
+            else:
                 cluster = self._open(post.parent, post.ts)  # parent not seen (yet)
                 self._post_cluster[post.parent] = cluster.id
                 cluster.reserved.append(post.parent)
                 how = "new"
-            else:
-                cluster, how = self.clusters[cid], "thread"
+        elif (own := self.clusters.get(cluster_id_for(post.id))) is not None:
+            # this post opened (or was the awaited parent of) a live cluster whose memory of
+            # it aged out: it belongs there, not in a sibling cluster
+            cluster, how, vector = own, "thread", None
         else:
             # the vector that placed the root (None for near-duplicates and short texts), so
             # add() alone and add_batch() anchor the same clusters

@@ -854,3 +854,19 @@ def test_a_model_free_embedder_skips_the_embedding_pre_pass() -> None:
         probes[batches] = calls
     assert results[False] == results[True]
     assert probes == {False: 0, True: len(inputs)}
+
+
+def test_a_late_reply_rejoins_its_parents_live_cluster_after_the_parent_aged_out() -> None:
+    """A reply re-delivered after its parent's membership aged out (the parent's cluster
+    still live) joins that cluster; it used to open a sibling ``<id>-1`` of size 1."""
+    c = _clusterer(ttl_s=TTL)
+    r = ClusterInput("r", "wow", T0, kind="reply", parent="x")  # x not seen: reserves c(x)
+    first = c.add(r)
+    x = c.add(ClusterInput("x", "klopt", T0 + 10, kind="reply", parent="y"))
+    s = c.add(ClusterInput("s", "echt?", T0 + TTL + 100, kind="reply", parent="r"))
+    assert (first.how, x.how, s.how) == ("new", "thread", "thread")
+    assert {first.cluster_id, x.cluster_id, s.cluster_id} == {cluster_id_for("x")}
+    assert c.tracked_posts == 1  # r and x aged out; s is remembered
+    again = c.add(r)  # re-delivered: r and its parent x are forgotten, c(x) is live
+    assert again == Assignment("r", cluster_id_for("x"), "thread", 4)
+    assert sorted(c.clusters) == [cluster_id_for("x")]
