@@ -386,7 +386,7 @@ class ClaimClassifier:
     fallback: ClaimClassifier | None = None
     embedder: Any = field(default=None, repr=False, compare=False)
     #: text -> the text's part of the cue logit (see _cue_logits); bounded by TEXT_CACHE_SIZE
-    _text_logits: dict[int, float] = field(default_factory=dict, init=False, repr=False,
+    _text_logits: dict[str, float] = field(default_factory=dict, init=False, repr=False,
                                            compare=False)
 
     @classmethod
@@ -433,8 +433,9 @@ class ClaimClassifier:
         cache = self._text_logits
         for i, post in enumerate(posts):
             text = post.get("text") if isinstance(post, Mapping) else None
-            # keyed by the str's hash (SipHash, keyed per process): an int, not the text
-            key = hash(text) if isinstance(text, str) else None
+            # keyed by the text itself, not its hash: no two texts can share an entry
+            # (20,000 tweet-sized texts hold about 5 MB)
+            key = text if isinstance(text, str) else None
             z_text = cache.get(key) if key is not None else None
             if z_text is None:
                 dense, words = claim_features(post)

@@ -369,11 +369,11 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 STANCE_CACHE_SIZE = 20_000
 
 
-def _pair_key(text: object, parent: object) -> int:
-    """The pair's hash: Python's str hash is keyed per process (SipHash), so a collision
-    between two of the cache's 20,000 pairs has a chance of about 1e-11."""
-    return hash((text if isinstance(text, str) else "",
-                 parent if isinstance(parent, str) else None))
+def _pair_key(text: object, parent: object) -> tuple[str, str | None]:
+    """The pair itself (not its hash: no two pairs can share an entry, whatever the
+    ``PYTHONHASHSEED``); 20,000 pairs of tweet-sized texts hold about 10 MB."""
+    return (text if isinstance(text, str) else "",
+            parent if isinstance(parent, str) else None)
 
 
 class LinearStanceClassifier:
@@ -397,7 +397,7 @@ class LinearStanceClassifier:
         self.offsets = np.asarray(offsets, dtype=np.float32).reshape(len(STANCES))
         self.cfg = cfg
         self.meta = dict(meta or {})
-        self._results: dict[int, StanceResult] = {}
+        self._results: dict[tuple[str, str | None], StanceResult] = {}
 
     # -- scoring
     def logits(self, texts: Sequence[str],
@@ -444,7 +444,11 @@ class LinearStanceClassifier:
         keys = [_pair_key(t, None if parents is None else parents[i])
                 for i, t in enumerate(texts)]
         cache = self._results
-        results: list[StanceResult | None] = [cache.get(k) for k in keys]
+        # a copy of a cached result's probs: a caller that changes them cannot change the
+        # answer for the next post with the same pair
+        results: list[StanceResult | None] = [
+            None if (r := cache.get(k)) is None else StanceResult(r.label, dict(r.probs))
+            for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             probs = self.predict_proba([texts[i] for i in todo],
@@ -456,7 +460,7 @@ class LinearStanceClassifier:
                 results[i] = result = StanceResult(
                     STANCES[int(k)], {s: float(p[j]) for j, s in enumerate(STANCES)})
                 if len(cache) < STANCE_CACHE_SIZE:
-                    cache[keys[i]] = result
+                    cache[keys[i]] = StanceResult(result.label, dict(result.probs))
         return [r for r in results if r is not None]
 
     # -- persistence

@@ -196,6 +196,16 @@ def test_pair_cache_changes_nothing(pairs: list[tuple[str, str | None]], cache_s
                 assert math.isclose(r.probs[s], fresh.probs[s], abs_tol=1e-6)
 
 
+def test_a_caller_changing_probs_does_not_change_the_cached_answer(
+        model: LinearStanceClassifier) -> None:
+    pair = (["Klopt dit? Bron?"], [CLAIM_NL])
+    first = model.classify(*pair)[0]
+    want = dict(first.probs)
+    first.probs["query"] = -1.0
+    again = model.classify(*pair)[0]
+    assert again.probs == want and again.probs is not first.probs
+
+
 def test_save_load_round_trip(model: LinearStanceClassifier, tmp_path: Path) -> None:
     model.save(tmp_path / "m")
     again = LinearStanceClassifier.load(tmp_path / "m")
