@@ -420,6 +420,36 @@ def test_shipped_model_with_the_real_embedder() -> None:
     assert probs[0] > probs[1]
 
 
+@pytest.mark.slow
+def test_shipped_model_keeps_festival_chatter_below_hedged_incident_claims() -> None:
+    """Trained with everyday tweets as non-rumours (``train_rumour --chatter``), the shipped
+    embedding model scores Dutch and English festival chatter below the lone-root flag bar
+    and hedged incident claims above it (hand-written posts, in no data set)."""
+    clf = load_default_claim_classifier()
+    if not clf.embed_dim:
+        pytest.skip("the shipped claim model uses no sentence embeddings")
+    from models.embed import load_embedder
+
+    try:
+        embedder = load_embedder("default", threads=1)
+    except (ImportError, OSError, FileNotFoundError) as exc:
+        pytest.skip(f"embedding model unavailable: {exc}")
+    with_e5 = load_default_claim_classifier(embedder)
+    author = {"followers": 150, "verified": False}
+    chatter = ["beste tosti ooit bij een kraampje op de Westermarkt",
+               "Cheapest beer I've ever had at de Dam 🍻",
+               "Onze kids hebben al 15 euro verdiend met limonade verkopen haha",
+               "zeiknat geregend bij de Noordermarkt 🙄 #koningsdag",
+               "Mooie spullen gescoord op de vrijmarkt in de Jordaan",
+               "Wat een zon vandaag, heerlijk op de gracht"]
+    claims = ["BREAKING: reports of shots fired near Dam Square, unconfirmed",
+              "Naar verluidt is er een steekpartij op het Leidseplein, klopt dit?",
+              "Unconfirmed: a stage collapsed at Museumplein, people trapped"]
+    p_chat = with_e5.probs([{"text": t, "author": author} for t in chatter])
+    p_claim = with_e5.probs([{"text": t, "author": author} for t in claims])
+    assert max(p_chat) < 0.45 < 0.6 < min(p_claim), (p_chat, p_claim)
+
+
 def test_untrained_classifier_is_neutral() -> None:
     assert ClaimClassifier.untrained().prob({"text": "anything"}) == pytest.approx(0.5)
 
