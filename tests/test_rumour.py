@@ -398,9 +398,10 @@ def test_tracker_passes_the_clusterers_vectors_to_the_claim_model() -> None:
     assert c0.claim_prob == pytest.approx(clf.fallback.prob(POSTS[0]), abs=1e-6)
 
 
-@pytest.mark.slow
-def test_shipped_model_with_the_real_embedder() -> None:
-    """The shipped embedding model with multilingual-e5-small (loads the transformer)."""
+@pytest.fixture(scope="module")
+def with_e5() -> ClaimClassifier:
+    """The shipped embedding model with multilingual-e5-small attached (loads the
+    transformer once for the tests that use it)."""
     clf = load_default_claim_classifier()
     if not clf.embed_dim:
         pytest.skip("the shipped claim model uses no sentence embeddings")
@@ -411,7 +412,12 @@ def test_shipped_model_with_the_real_embedder() -> None:
     except (ImportError, OSError, FileNotFoundError) as exc:
         pytest.skip(f"embedding model unavailable: {exc}")
     assert clf.accepts(embedder)
-    with_e5 = load_default_claim_classifier(embedder)
+    return load_default_claim_classifier(embedder)
+
+
+@pytest.mark.slow
+def test_shipped_model_with_the_real_embedder(with_e5: ClaimClassifier) -> None:
+    """The shipped embedding model with multilingual-e5-small (loads the transformer)."""
     rumour = {"text": "Unconfirmed reports: gunman has taken hostages in a cafe, police "
                       "not yet confirming"}
     calm = {"text": "Thoughts with everyone affected, stay safe"}
@@ -421,20 +427,11 @@ def test_shipped_model_with_the_real_embedder() -> None:
 
 
 @pytest.mark.slow
-def test_shipped_model_keeps_festival_chatter_below_hedged_incident_claims() -> None:
+def test_shipped_model_keeps_festival_chatter_below_hedged_incident_claims(
+        with_e5: ClaimClassifier) -> None:
     """Trained with everyday tweets as non-rumours (``train_rumour --chatter``), the shipped
     embedding model scores Dutch and English festival chatter below the lone-root flag bar
     and hedged incident claims above it (hand-written posts, in no data set)."""
-    clf = load_default_claim_classifier()
-    if not clf.embed_dim:
-        pytest.skip("the shipped claim model uses no sentence embeddings")
-    from models.embed import load_embedder
-
-    try:
-        embedder = load_embedder("default", threads=1)
-    except (ImportError, OSError, FileNotFoundError) as exc:
-        pytest.skip(f"embedding model unavailable: {exc}")
-    with_e5 = load_default_claim_classifier(embedder)
     author = {"followers": 150, "verified": False}
     chatter = ["beste tosti ooit bij een kraampje op de Westermarkt",
                "Cheapest beer I've ever had at de Dam 🍻",
