@@ -185,6 +185,7 @@ class OfficialTracker:
                 if s["confidence"] >= (self.min_best if top else self.min_confidence):
                     out.links.append(self.link(s["official_post"], s["cluster"], rumours,
                                                "auto"))
+        self._forget_untracked()
         if self.watermark is not None:
             until = int(self.watermark // 60)
             for race in self.races.values():
@@ -192,6 +193,20 @@ class OfficialTracker:
                     out.race_events.append({**ev, "official_post": race.official_post,
                                             "cluster": race.cluster})
         return out
+
+    def _forget_untracked(self) -> None:
+        """Drop the texts, fed curves and suggestion verdicts of official posts the reach
+        tracker no longer follows (past its ``max_posts`` it evicts the oldest). Before,
+        these grew with every official post of the event. Swept when they hold twice the
+        tracker's cap, so a post costs O(1) amortised."""
+        cap = 2 * max(self.reach.max_posts, 1)
+        if max(len(self._texts), len(self._curves), len(self._suggested)) <= cap:
+            return
+        live = self.reach.posts
+        self._texts = {k: v for k, v in self._texts.items() if k in live}
+        self._curves = {k: v for k, v in self._curves.items() if k in live}
+        self._suggested = {k for k in self._suggested if k in live}
+        self.suggestions = {k: v for k, v in self.suggestions.items() if k[0] in live}
 
     def _curve_of(self, pid: str, row: Mapping[str, Any]) -> dict[int, int]:
         """Per-minute rebuttal reach (engagements + the official post itself)."""

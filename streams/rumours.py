@@ -266,7 +266,20 @@ class RumourStage:
             for e in batch.events if e.size >= 2 or e.type == "flagged"]
         if ob is not None:
             out += await self._publish_officials(ob, engaged or {})
+        if batch.expired and self.links:
+            await self._end_links({c.id for c in batch.expired})
         return out
+
+    async def _end_links(self, clusters: set[str]) -> None:
+        """A rebuttal link ends with its cluster, like its race (``OfficialTracker.retire``):
+        its document leaves the store and the pair leaves :attr:`links`. Before, both kept
+        every pair an event ever linked (an automatic link per matching official post), and
+        a restart re-created a race for each of them against a cluster long gone, which
+        never ended. The race's last summary stays in the store until its TTL."""
+        ended = [(post, cluster) for post, cluster in self.links if cluster in clusters]
+        if ended:
+            self.links.difference_update(ended)
+            await self.store.del_docs(self.event, LINKS, [link_key(*x) for x in ended])
 
     def _set_official_gauges(self) -> None:
         """Reach, races and open webcare items: each refresh walks every official post."""

@@ -25,7 +25,7 @@ from models.privacy import Pseudonymiser
 from models.rumour import RumourScorer, RumourSettings
 from models.rumour_tracker import TRACKED_KINDS, RumourTracker, post_ts
 from streams.metrics import OfficialMetrics, RumourMetrics
-from streams.rumours import RumourStage
+from streams.rumours import LINKS, RumourStage, link_key
 from streams.state import MemoryStore
 
 EVENT = "koningsdag-amsterdam"
@@ -395,6 +395,55 @@ def test_races_end_with_their_clusters_over_many_ttls(event: EventConfig) -> Non
     assert keys == {k for ks in officials._by_post.values() for k in ks}
 
 
+def test_rebuttal_links_end_with_their_clusters_in_the_store_too(event: EventConfig) -> None:
+    """The stage's link documents and its set of linked pairs end with the cluster, as the
+    race does: before, both kept every pair linked over the event, and a restart linked a
+    race to each cluster long gone. Links of live clusters stay, manual ones too."""
+    ttl = 3600.0
+    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
+                            RumourScorer(RumourSettings()), stance=KeywordStance(),
+                            clock=lambda: 1.8e9)
+    base = OfficialRegistry.from_event(event)
+    store = MemoryStore()
+    stage = RumourStage(tracker, event=EVENT, store=store,
+                        metrics=RumourMetrics(CollectorRegistry(), EVENT, top_k=3),
+                        topic_events="clusters.events", state_ttl_s=600,
+                        officials=OfficialTracker(base), base_registry=base)
+    posts = generate("rumour-rebuttal", seed=5, n_posts=6_000,
+                     duration_minutes=8 * ttl / 60).posts
+    values = [json.dumps(p).encode() for p in posts]
+
+    async def run() -> tuple[set[tuple[str, str]], int, list[bool]]:
+        linked: set[tuple[str, str]] = set()
+        most = 0
+        manual: tuple[str, str] | None = None
+        manual_held: list[bool] = []  # per batch after it was linked: is it held?
+        for n, i in enumerate(range(0, len(values), 200)):
+            await stage.process(values[i:i + 200])
+            if n == 3:  # an operator links the least recently touched cluster by hand
+                manual = ("manual-post", next(iter(tracker.clusterer.clusters)))
+                await store.put_docs(EVENT, LINKS, {link_key(*manual): {
+                    "official_post": manual[0], "cluster": manual[1], "source": "manual"}})
+            if n % 5 == 4:
+                await stage.tick()  # picks up the manual link
+            docs = await store.get_docs(EVENT, LINKS)
+            pairs = {(d["official_post"], d["cluster"]) for d in docs.values()}
+            assert {cluster for _post, cluster in pairs} <= set(tracker.clusterer.clusters)
+            assert stage.links <= pairs
+            if manual is not None and n >= 4:
+                manual_held.append(manual in stage.links)
+                assert (manual in pairs) == (manual[1] in tracker.clusterer.clusters)
+            linked |= pairs
+            most = max(most, len(pairs))
+        return linked, most, manual_held
+
+    linked, most, manual_held = asyncio.run(run())
+    stage.close()
+    assert len(linked) >= most > len(stage.links)  # links were made, and ended
+    assert any(post != "manual-post" for post, _cluster in linked)  # automatic ones too
+    assert manual_held[0] and not manual_held[-1]  # the manual link lived, then ended
+
+
 def test_only_changed_races_are_taken_for_publishing() -> None:
     officials = OfficialTracker(OfficialRegistry())
     officials.link("o1", "c1")
@@ -407,6 +456,27 @@ def test_only_changed_races_are_taken_for_publishing() -> None:
     assert officials.retire(["c2", "unknown"]) == 1
     assert officials.unlink("o1", "c1") and not officials.unlink("o1", "c1")
     assert officials.races == {} and officials._by_post == {} == officials._by_cluster
+
+
+def test_the_official_tracker_forgets_posts_the_reach_tracker_evicted() -> None:
+    """Texts, fed curves and suggestion verdicts are kept per official post; past the
+    reach tracker's cap (it evicts the oldest) they used to grow with every official post
+    of the event. They stay within twice the cap, and the newest posts keep theirs."""
+    registry = OfficialRegistry()
+    registry.add("twitter", "@politie_amsterdam", "police")
+    officials = OfficialTracker(registry)
+    officials.reach.max_posts = 5
+    tracker = _tracker()
+    most = 0
+    for i in range(60):
+        post = _post(f"o{i}", "Het bericht over de Dam klopt niet, dat is nepnieuws.", i % 60,
+                     author={"id": "pa", "handle": "politie_amsterdam", "followers": 9000})
+        officials.process([post], tracker, tracker.process([post]))
+        most = max(most, len(officials._texts), len(officials._curves),
+                   len(officials._suggested), len({k[0] for k in officials.suggestions}))
+    assert 5 <= most <= 10
+    assert "o59" in officials._texts and "o59" in officials._suggested
+    assert set(officials._texts) >= set(officials.reach.posts)
 
 
 def test_gauges_follow_batches_at_most_every_interval_and_every_tick(
