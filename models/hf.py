@@ -240,7 +240,20 @@ def ensure_onnx_classifier(folder: str | Path, *, quantize: bool,
         export_onnx(model, model.config, tmp, quantize=quantize)
 
     marker = json.dumps({"source": str(src.resolve()), "quantize": quantize}) + "\n"
-    return build_once(target, build, marker) / "model.onnx"
+    return build_once(target, build, marker, replaces=lambda m: _stale_export(m, marker)) \
+        / "model.onnx"
+
+
+def _stale_export(sibling: str, marker: str) -> bool:
+    """An export of the same checkpoint directory as an older fingerprint (the checkpoint
+    was rewritten), or of a checkpoint directory that is gone."""
+    if sibling == marker:
+        return True
+    try:
+        source = json.loads(sibling).get("source")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(source, str) and not Path(source).exists()
 
 
 class OnnxClassifier:

