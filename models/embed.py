@@ -58,7 +58,8 @@ class TransformerEmbedder:
                  threads: int | None = None,
                  device: str | None = None) -> None:
         torch, self.tokenizer, model, self.device = load_local(
-            model_path, "AutoModel", what="embedding model", threads=threads, device=device)
+            model_path, "AutoModel", what="embedding model", threads=threads, device=device,
+            pooler=False)  # mean pooling below
         self._torch = torch
         if quantize is None:  # int8 only where it keeps the vectors (models.hf.int8_is_exact)
             quantize = int8_is_exact()

@@ -13,6 +13,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,41 @@ _FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert"}
 
 
 def load_local(path: str | Path, auto_class: str, *, what: str, threads: int | None = None,
-               device: str | None = None) -> tuple[Any, Any, Any, str]:
+               device: str | None = None, pooler: bool = True) -> tuple[Any, Any, Any, str]:
     """``(torch, tokenizer, model in eval mode, device)`` from a local directory loaded with
-    ``from_pretrained`` (``auto_class``: e.g. ``AutoModel``); the hub stays offline."""
+    ``from_pretrained`` (``auto_class``: e.g. ``AutoModel``); the hub stays offline.
+
+    ``pooler=False``: a BERT-family encoder is built without its pooling layer (a caller
+    that pools the hidden states itself). The e5 checkpoint has no pooler weights, and
+    loading one with it printed a "LOAD REPORT ... MISSING ... Consider training on your
+    downstream task" table at every start of the demo and the workers."""
     torch, transformers, folder = offline_transformers(path, what)
     if threads:
         torch.set_num_threads(threads)
     chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # a worker's log is no terminal: no "Loading weights" progress bar on every start
+    transformers.utils.logging.disable_progress_bar()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = getattr(transformers, auto_class).from_pretrained(folder, local_files_only=True)
+    kwargs: dict[str, Any] = {}
+    if not pooler:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        if getattr(config, "model_type", "") in _FUSABLE:  # their models take the argument
+            kwargs["add_pooling_layer"] = False
+    model = getattr(transformers, auto_class).from_pretrained(folder, local_files_only=True,
+                                                              **kwargs)
     model.eval()
     return torch, tokenizer, model, chosen
+
+
+@contextmanager
+def quiet_quantization() -> Iterator[None]:
+    """Silence torch's deprecation notice of ``torch.quantize_per_tensor``, which its own
+    ``quantize_dynamic`` triggers once per process (the pinned torch still supports it;
+    docs/architecture.md, "Noticed, left alone")."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor",
+                                category=UserWarning)
+        yield
 
 
 def offline_transformers(path: str | Path, what: str) -> tuple[Any, Any, Path]:
@@ -91,7 +116,9 @@ def int8_is_exact(flags: frozenset[str] | None = None, machine: str | None = Non
 
 def quantize_int8(torch: Any, model: Any) -> Any:
     """Dynamic int8 quantisation of the Linear layers (CPU inference)."""
-    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    with quiet_quantization():
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                      dtype=torch.qint8)
 
 
 def padded_batches(encoded: Sequence[Sequence[int]], batch_size: int,

@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from models.hf import quiet_quantization
 from models.sentiment_base import BASE_NAME, DEFAULT_CACHE, build_once, ensure_base_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "sentiment-default"
@@ -149,7 +150,9 @@ def quantize_for_cpu(model: Any, keep_ffn_down_fp32: bool = False) -> Any:
             ".encoder." in f".{name}."
             and not (name.endswith(".output.dense") and ".attention." not in name)))
     }
-    return quantize_dynamic(model, dict.fromkeys(names, default_dynamic_qconfig), inplace=False)
+    with quiet_quantization():
+        return quantize_dynamic(model, dict.fromkeys(names, default_dynamic_qconfig),
+                                inplace=False)
 
 
 def build_default_model_dir(cache_dir: str | Path | None = None,
