@@ -40,6 +40,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.enrich import PostSummary
+from models.rumour import why
 from streams.alertmanager import Alert, AlertmanagerClient, AlertmanagerError, iso
 
 if TYPE_CHECKING:
@@ -94,6 +95,11 @@ def mask(text: str, limit: int) -> str:
     text = _MENTION.sub("@…", _RT.sub("", text))
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _why(text: object, lead: str) -> str:
+    """``"; mainly: spread +0.9, claim -0.6"`` for a rumour alert, or nothing."""
+    return f"; {lead}: {text}" if isinstance(text, str) and text else ""
 
 
 @dataclass
@@ -188,12 +194,16 @@ class EventAlerts:
                 labels={"alertname": RUMOUR_ALERT, "event": self.event, "cluster": cid,
                         "severity": "warning", "team": "communication", "source": "worker"},
                 first_at=now, last_at=now, samples=deque(maxlen=self.settings.samples))
+        drivers = snapshot.get("drivers")
+        drivers = drivers if isinstance(drivers, Mapping) else {}
         info = {"claim": mask(str(snapshot.get("summary") or ""), self.settings.sample_chars),
                 "score": f"{float(snapshot.get('rumour_score') or 0):.2f}",
                 "size": str(snapshot.get("size")), "state": str(snapshot.get("state")),
                 "first_seen": str(snapshot.get("first_seen")),
                 "query_deny": str(sum(int((snapshot.get("stance") or {}).get(k, 0))
-                                      for k in ("query", "deny")))}
+                                      for k in ("query", "deny"))),
+                # what drives the score (models.rumour.DRIVERS), strongest first
+                "why_nl": why(drivers, "nl"), "why_en": why(drivers, "en")}
         if info != inc.info:
             inc.info = info
             inc.changed = True
@@ -237,10 +247,11 @@ class EventAlerts:
                 "description": (
                     f"NL: Mogelijk gerucht (score {i.get('score')}, {i.get('size')} berichten, "
                     f"fase {i.get('state')}, {i.get('query_deny')} twijfelende/ontkennende "
-                    "reacties). Beoordeel en overweeg een weerlegging.\n"
+                    f"reacties{_why(i.get('why_nl'), 'vooral')}). Beoordeel en overweeg een "
+                    "weerlegging.\n"
                     f"EN: Possible rumour (score {i.get('score')}, {i.get('size')} posts, "
-                    f"state {i.get('state')}, {i.get('query_deny')} enquiring/denying replies). "
-                    "Assess it and consider a rebuttal."),
+                    f"state {i.get('state')}, {i.get('query_deny')} enquiring/denying replies"
+                    f"{_why(i.get('why_en'), 'mainly')}). Assess it and consider a rebuttal."),
                 "posts": i.get("size", ""),
                 "first_seen": i.get("first_seen", ""),
                 "cluster": lab["cluster"],

@@ -398,7 +398,8 @@ def command_post() -> db.Dashboard:
         "(/api/clusters). Flagged = treated as a rumour.", "rumourflagged"),
         InfinityQuery("/api/clusters?top=10", columns=[
             ("summary", "Claim", "string"), ("state", "State", "string"),
-            ("rumour_score", "Score", "number"), ("flagged", "Flagged", "string"),
+            ("rumour_score", "Score", "number"), ("why", "Why", "string"),
+            ("flagged", "Flagged", "string"),
             ("size", "Posts", "number"), ("distinct_accounts", "Accounts", "number"),
             ("velocity", "Posts/min", "number"), ("reach", "Reach", "number"),
             ("first_seen", "First seen", "timestamp")])))
@@ -565,7 +566,8 @@ def rumours() -> db.Dashboard:
         "Claim clusters by rumour score (worker API /api/clusters).", "rumourflagged"),
         InfinityQuery("/api/clusters?top=20", columns=[
             ("summary", "Claim", "string"), ("state", "State", "string"),
-            ("rumour_score", "Score", "number"), ("flagged", "Flagged", "string"),
+            ("rumour_score", "Score", "number"), ("why", "Why", "string"),
+            ("flagged", "Flagged", "string"),
             ("size", "Posts", "number"), ("velocity", "Posts/min", "number"),
             ("flagged_at", "Flagged at", "timestamp"), ("last_seen", "Last seen",
                                                         "timestamp")])))

@@ -159,6 +159,9 @@ class Cluster:
     lsh_keys: list[str] = field(default_factory=list)
     # written by the rumour tracker
     score: float = 0.0
+    # the score's logit in models.rumour.DRIVERS order (clusters of two posts or more, or
+    # flagged; empty otherwise)
+    drivers: tuple[float, ...] = ()
     state: str = "emerging"
     flagged_at: float | None = None
 

@@ -724,6 +724,53 @@ class RumourSettings:
 
 
 SPREAD_TERMS = ("roots", "engagement", "velocity", "acceleration", "unverified", "reach")
+#: the score's terms in four groups a communication officer reads ("why is this flagged"):
+#: the claim itself, how it spreads, whether the crowd doubts it, who posts it. Each
+#: driver is the groups' share of the score's logit; together they sum to it.
+DRIVERS: dict[str, tuple[str, ...]] = {
+    "claim": ("bias", "claim"),
+    "spread": ("roots", "engagement", "velocity", "acceleration", "reach"),
+    "doubt": ("query_deny",),
+    "sources": ("unverified", "official"),
+}
+
+
+#: the drivers' names for the command post (Dutch first)
+DRIVER_NAMES: dict[str, dict[str, str]] = {
+    "nl": {"claim": "bewering", "spread": "verspreiding", "doubt": "twijfel",
+           "sources": "bronnen"},
+    "en": {name: name for name in DRIVERS},
+}
+
+
+def why(drivers: Mapping[str, Any], lang: str = "en", *, top: int = 3,
+        min_abs: float = 0.05) -> str:
+    """The largest drivers as one line, strongest first: ``"spread +0.9, claim -0.6"``
+    (Dutch: ``"verspreiding +0,9, bewering -0,6"``). Drivers under ``min_abs`` are left
+    out; empty when none is left (or ``drivers`` is not what :func:`score_drivers`
+    gives)."""
+    names = DRIVER_NAMES.get(lang, DRIVER_NAMES["en"])
+    items = []
+    for name, value in drivers.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) \
+                and math.isfinite(value) and abs(value) >= min_abs:
+            items.append((name, float(value)))
+    items.sort(key=lambda kv: (-abs(kv[1]), kv[0]))
+    parts = [f"{names.get(name, name)} {value:+.1f}" for name, value in items[:top]]
+    text = ", ".join(parts)
+    return text.replace(".", ",") if lang == "nl" else text
+
+
+def score_drivers(terms: Mapping[str, float]) -> dict[str, float]:
+    """:meth:`RumourScorer.explain`'s terms summed per :data:`DRIVERS` group (logit units,
+    3 decimals; positive pushes towards a rumour). A term outside the groups counts under
+    ``claim``, so the drivers always sum to the logit."""
+    out = {name: 0.0 for name in DRIVERS}
+    group = {term: name for name, members in DRIVERS.items() for term in members}
+    for term, value in terms.items():
+        if math.isfinite(value):
+            out[group.get(term, "claim")] += value
+    return {name: round(value, 3) for name, value in out.items()}
 
 
 class RumourScorer:
@@ -770,7 +817,12 @@ class RumourScorer:
 
     def score(self, f: ClusterFeatures) -> float:
         """Rumour score in [0, 1]; ``>= settings.flag_threshold`` means rumour."""
-        z = sum(self.explain(f).values())
+        return self.score_of(self.explain(f))
+
+    @staticmethod
+    def score_of(terms: Mapping[str, float]) -> float:
+        """The score of :meth:`explain`'s terms (for a caller that keeps them too)."""
+        z = sum(terms.values())
         return _sigmoid(z) if math.isfinite(z) else 0.5
 
     def flagged(self, f: ClusterFeatures) -> bool:

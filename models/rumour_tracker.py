@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from models.clusters import Assignment, Cluster, OnlineClusterer, input_from_post
-from models.rumour import ClusterFeatures, RumourScorer
+from models.rumour import DRIVERS, ClusterFeatures, RumourScorer, score_drivers
 from models.times import parse_time
 
 GROWTH_MILESTONES = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000,
@@ -140,7 +140,8 @@ class RumourTracker:
     def _rescore(self, c: Cluster, now: float, ts: float, out: TrackerBatch) -> None:
         f = self.features(c, now)
         # an official statement and its thread are not a rumour, whatever the crowd says
-        c.score = 0.0 if c.official_root else self.scorer.score(f)
+        terms = None if c.official_root else self.scorer.explain(f)
+        c.score = 0.0 if terms is None else self.scorer.score_of(terms)
         state = self.scorer.lifecycle(f)
         if state != c.state:
             out.events.append(ClusterEvent("state_changed", c.id, ts, c.size, c.score, state,
@@ -154,6 +155,10 @@ class RumourTracker:
                 and state != "resolved":
             c.flagged_at = ts
             out.events.append(ClusterEvent("flagged", c.id, ts, c.size, c.score, c.state))
+        # why it scores what it scores, for the clusters the command post sees (snapshots:
+        # two posts or more, or flagged); a tuple in DRIVERS order (~180 bytes a cluster)
+        if terms is not None and (c.size >= 2 or c.flagged_at is not None):
+            c.drivers = tuple(score_drivers(terms).values())
 
     # ------------------------------------------------------------------ ingest
 
@@ -334,6 +339,9 @@ class RumourTracker:
             "distinct_accounts": c.distinct_authors, "reach": c.reach,
             "rumour_score": round(c.score, 4), "state": c.state,
             "official": c.official_root, "claim_prob": round(c.claim_prob, 4),
+            # the score's logit in four parts (models.rumour.DRIVERS): claim, spread, doubt,
+            # sources; positive pushes towards a rumour
+            "drivers": dict(zip(DRIVERS, c.drivers, strict=False)),
             "flagged": c.flagged_at is not None,
             "flagged_at": _iso(c.flagged_at) if c.flagged_at is not None else None,
             "first_seen": _iso(c.first_seen), "last_seen": _iso(c.last_seen),

@@ -33,6 +33,7 @@ from models.jsonio import dumps
 from models.mood import MoodShiftDetector, ShiftConfig, signal_dict
 from models.official import OfficialRegistry
 from models.official_tracker import OfficialTracker
+from models.rumour import DRIVERS, why
 from models.rumour_tracker import RumourTracker
 from models.sentiment import CachedScorer, SentimentScorer
 from streams.batch import (
@@ -669,11 +670,18 @@ async def api_clusters(store: StateStore, event: str, query: Mapping[str, str],
     rows = []
     for rank, snap in enumerate(await store.top_clusters(event, top), start=1):
         row: dict[str, Any] = {"rank": rank, "event": event}
-        row.update(_flat(snap, frozenset({"stance", "sample_posts", "top_spreaders"})))
+        row.update(_flat(snap, frozenset({"stance", "sample_posts", "top_spreaders",
+                                          "drivers"})))
         stance = snap.get("stance")
         stance = stance if isinstance(stance, Mapping) else {}
         for key in ("support", "deny", "query", "comment"):
             row[f"stance_{key}"] = int(stance.get(key, 0) or 0)
+        drivers = snap.get("drivers")
+        drivers = drivers if isinstance(drivers, Mapping) else {}
+        for key in DRIVERS:  # the score's logit in four parts, and the strongest as text
+            value = drivers.get(key)
+            row[f"drivers_{key}"] = float(value) if isinstance(value, int | float) else None
+        row["why"] = why(drivers)
         samples = snap.get("sample_posts") or []
         first = samples[0] if samples and isinstance(samples[0], Mapping) else {}
         row["sample_text"] = str(first.get("text") or "")

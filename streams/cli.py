@@ -357,7 +357,10 @@ def eval_rumours(
 
 def _cluster_table(clusters: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, expand=True)
-    for col, kw in (("cluster", {}), ("score", {"justify": "right"}), ("state", {}),
+    from models.rumour import why
+
+    for col, kw in (("cluster", {}), ("score", {"justify": "right"}), ("why", {}),
+                    ("state", {}),
                     ("size", {"justify": "right"}), ("/min", {"justify": "right"}),
                     ("query+deny", {"justify": "right"}), ("first seen", {}),
                     ("claim", {"ratio": 1, "overflow": "fold"}), ("top terms", {})):
@@ -366,7 +369,10 @@ def _cluster_table(clusters: list[dict[str, Any]], title: str) -> Table:
         stance = c.get("stance") or {}
         score = float(c.get("rumour_score") or 0.0)
         style = "bold red" if c.get("flagged") and c.get("state") != "resolved" else ""
-        table.add_row(str(c.get("id")), f"{score:.2f}", str(c.get("state")), str(c.get("size")),
+        drivers = c.get("drivers")
+        drivers = drivers if isinstance(drivers, dict) else {}
+        table.add_row(str(c.get("id")), f"{score:.2f}", why(drivers, top=2).replace(", ", "\n"),
+                      str(c.get("state")), str(c.get("size")),
                       f"{float(c.get('velocity') or 0):.1f}",
                       str(int(stance.get("query", 0)) + int(stance.get("deny", 0))),
                       str(c.get("first_seen", ""))[11:19], str(c.get("summary", ""))[:140],

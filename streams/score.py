@@ -159,7 +159,8 @@ def score_stream(
 
 SUMMARY_CLUSTER_FIELDS = ("id", "size", "rumour_score", "state", "flagged", "first_seen",
                           "last_seen", "summary", "roots", "replies", "reposts", "quotes",
-                          "stance", "distinct_accounts", "top_terms", "sample_post_ids")
+                          "stance", "distinct_accounts", "top_terms", "sample_post_ids",
+                          "drivers")
 
 
 def cluster_summary(snapshot: dict[str, Any]) -> dict[str, Any]:

@@ -152,6 +152,14 @@ def test_a_flagged_rumour_cluster_is_one_incident_resolved_when_it_ends() -> Non
                             "team": "communication", "source": "worker"}
     ann = alert.annotations
     assert "0.81" in ann["description"] and "NL: " in ann["description"]
+    assert "mainly" not in ann["description"]  # a snapshot without drivers: no "why"
+    # with the score's drivers the description says what drives it, in both languages
+    alerts.observe_cluster({**snap, "drivers": {"claim": -0.62, "spread": 1.31, "doubt": 0.4,
+                                                "sources": 0.02}}, ended=False, now=2.0)
+    (_, alert), = alerts.due(2.0)
+    assert "vooral: verspreiding +1,3, bewering -0,6, twijfel +0,4)" in \
+        alert.annotations["description"]
+    assert "mainly: spread +1.3, claim -0.6, doubt +0.4)" in alert.annotations["description"]
     assert ann["samples"].splitlines() == ["- Klopt dit @…?", "- Iemand neergestoken!!"]
     assert "@politie" not in ann["summary"] and ann["runbook_url"].endswith(
         "#rumourclusterflagged")

@@ -45,6 +45,7 @@ def _snap(cid: str, score: float, size: int, **kw: Any) -> dict[str, Any]:
             "velocity": 1.5, "top_terms": ["bom", "dam"], "top_spreaders": ["u1", "u2"],
             "sample_post_ids": ["p1", "p2"],
             "sample_posts": [{"id": "p1", "text": "Bom op de Dam?"}, {"id": "p2", "text": "x"}],
+            "drivers": {"claim": 0.85, "spread": 1.2, "doubt": 0.3, "sources": 0.01},
             **kw}
 
 
@@ -157,6 +158,9 @@ def test_clusters_top_n_flat_and_ranked() -> None:
     assert top["top_terms"] == "bom, dam" and top["sample_text"] == "Bom op de Dam?"
     assert top["samples"] == 2 and top["idle_s"] == 60.0 and top["event"] == EVENT
     assert "top_spreaders" not in top  # pseudonyms stay in Redis
+    assert (top["drivers_claim"], top["drivers_spread"], top["drivers_doubt"],
+            top["drivers_sources"]) == (0.85, 1.2, 0.3, 0.01)
+    assert top["why"] == "spread +1.2, claim +0.8, doubt +0.3" and "drivers" not in top
     assert [r["id"] for r in _get("clusters", store, {"top": "1"})[1]] == ["c3"]
     for bad in ("0", "-1", "x", "501"):
         status, body, _ = _get("clusters", store, {"top": bad})

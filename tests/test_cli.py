@@ -206,3 +206,24 @@ def test_eval_sentiment_prints_the_report(tmp_path: Path, tiny_model: Path) -> N
     assert data["n"] == 5 and data["confusion"]["negative"]["negative"] == 1
     bad = runner.invoke(app, ["eval", "sentiment", str(posts), str(tmp_path / "none.jsonl")])
     assert bad.exit_code == 2 and "no such file" in bad.output
+
+
+def test_the_rumours_table_says_why_a_cluster_scores_what_it_scores() -> None:
+    """`crowdwatch rumours` shows the two strongest score drivers next to the score, so an
+    officer sees at once whether a flag rests on the claim, its spread or the crowd's doubt."""
+    from rich.console import Console
+
+    from streams.cli import _cluster_table
+
+    rows = [{"id": "c1", "rumour_score": 0.62, "state": "growing", "size": 35, "velocity": 2.0,
+             "stance": {"query": 1}, "first_seen": "2027-04-27T12:00:00Z",
+             "summary": "Got a vintage jacket for 5 euros", "top_terms": ["jacket"],
+             "flagged": True,
+             "drivers": {"claim": -0.56, "spread": 0.74, "doubt": -0.13, "sources": 0.17}},
+            {"id": "c2", "rumour_score": 0.3, "state": "emerging", "size": 2}]  # no drivers
+    console = Console(width=200, record=True)
+    console.print(_cluster_table(rows, "t"))
+    text = console.export_text()
+    assert "why" in text and "spread +0.7" in text and "claim -0.6" in text
+    assert "doubt" not in text  # only the two strongest
+    assert "c2" in text

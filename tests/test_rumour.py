@@ -29,6 +29,8 @@ from models.rumour import (
     evaluate_rumours,
     hashed_ngrams,
     load_default_claim_classifier,
+    score_drivers,
+    why,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -486,3 +488,34 @@ def test_pheme_event_smoke() -> None:
     posts.sort(key=lambda p: p["created_at"])
     report = evaluate_rumours(posts, gold)
     assert report.online.macro_f1 > 0.55
+
+
+@given(size=st.integers(1, 5000), replies=st.integers(0, 500), reposts=st.integers(0, 5000),
+       query=st.integers(0, 50), deny=st.integers(0, 50), verified=st.integers(0, 50),
+       official=st.integers(0, 5), claim=st.floats(0.01, 0.99),
+       velocity=st.floats(0, 500), reach=st.integers(0, 10**8))
+@settings(max_examples=200, deadline=None)
+def test_score_drivers_sum_to_the_scores_logit(size: int, replies: int, reposts: int,
+                                               query: int, deny: int, verified: int,
+                                               official: int, claim: float, velocity: float,
+                                               reach: int) -> None:
+    """The four drivers the command post reads ("why is this flagged") are the score's
+    logit split by group: nothing is lost and nothing counted twice."""
+    f = feats(size=size, roots=max(1, size - replies - reposts), replies=replies,
+              reposts=reposts, query=query, deny=deny, verified_posts=min(size, verified),
+              official_posts=min(size, official), claim_prob=claim, velocity=velocity,
+              reach=reach)
+    scorer = RumourScorer()
+    terms = scorer.explain(f)
+    drivers = score_drivers(terms)
+    assert list(drivers) == ["claim", "spread", "doubt", "sources"]
+    assert math.isclose(sum(drivers.values()), sum(terms.values()), abs_tol=0.01)
+    assert scorer.score_of(terms) == scorer.score(f)
+
+
+def test_why_names_the_strongest_drivers_in_dutch_or_english() -> None:
+    drivers = {"claim": -0.62, "spread": 1.31, "doubt": 0.04, "sources": 0.2}
+    assert why(drivers) == "spread +1.3, claim -0.6, sources +0.2"
+    assert why(drivers, "nl", top=2) == "verspreiding +1,3, bewering -0,6"
+    assert why(drivers, min_abs=1.0) == "spread +1.3"
+    assert why({}) == "" and why({"claim": float("nan"), "spread": "x"}) == ""  # type: ignore[dict-item]

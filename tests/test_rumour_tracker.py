@@ -179,6 +179,32 @@ def test_flags_and_state_changes_come_out_as_events() -> None:
     assert d["event"] == EVENT and d["cluster"] == cid and d["ts"].endswith("Z")
 
 
+def test_snapshots_say_what_drives_the_score() -> None:
+    """A snapshot (Redis, CLI, API, alerts) carries the score's logit in four drivers;
+    they add up to the score it shows."""
+    import math
+
+    from models.rumour import DRIVERS
+
+    tracker = _tracker()
+    posts = generate("rumour-rebuttal", seed=5, n_posts=1500).posts
+    _feed(tracker, posts)
+    seen = 0
+    for c in tracker.clusterer.clusters.values():
+        if c.size < 2 or c.official_root:
+            continue
+        snap = tracker.snapshot(c)
+        drivers = snap["drivers"]
+        assert list(drivers) == list(DRIVERS)
+        score = min(max(c.score, 1e-9), 1 - 1e-9)
+        assert math.isclose(sum(drivers.values()), math.log(score / (1 - score)),
+                            abs_tol=0.01)
+        seen += 1
+    assert seen > 10
+    assert all(tracker.snapshot(c)["drivers"] == {} for c in tracker.clusterer.clusters.values()
+               if c.official_root)
+
+
 def test_clusters_expire_after_the_ttl_of_event_time() -> None:
     tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=600), HashingEmbedder()),
                             RumourScorer(RumourSettings()), clock=lambda: 0.0)
