@@ -151,8 +151,10 @@ class RumourTracker:
             prior = self._prior_flags.pop(c.id, None)
             if prior is not None:  # raised by an earlier process: stays raised, not re-sent
                 c.flagged_at = prior
-        if c.flagged_at is None and not c.official_root and self.scorer.flagged(f) \
-                and state != "resolved":
+        # = scorer.flagged(f), on the score computed above (one explain() per rescore)
+        settings = self.scorer.settings
+        if c.flagged_at is None and not c.official_root and state != "resolved" \
+                and f.size >= settings.min_size_to_flag and c.score >= settings.flag_threshold:
             c.flagged_at = ts
             out.events.append(ClusterEvent("flagged", c.id, ts, c.size, c.score, c.state))
         # why it scores what it scores, for the clusters the command post sees (snapshots:
