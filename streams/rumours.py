@@ -116,12 +116,19 @@ class RumourStage:
                  official_metrics: OfficialMetrics | None = None,
                  topic_signals: str = "signals",
                  base_registry: OfficialRegistry | None = None,
-                 gauges_every_s: float = 1.0) -> None:
+                 gauges_every_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """``gauges_every_s``: refresh the state gauges (active and flagged clusters, top
         velocities, reach, races, open webcare items) after a batch at most this often; each
         refresh walks every cluster and official post, and Prometheus scrapes every 15 s.
-        The tick refreshes them always; counters move with every batch."""
+        The tick refreshes them always; counters move with every batch. ``clock``: seconds
+        (monotonic) for how long a race has had no cluster here (:meth:`_retire_orphans`)."""
         self.tracker = tracker
+        self.clock = clock
+        # (official post, cluster) -> clock time its race was first seen without a live
+        # cluster in this stage
+        self._orphaned: dict[tuple[str, str], float] = {}
+        self.orphans_retired = 0
         self.gauges_every_s = gauges_every_s
         self._gauges_at = -math.inf
         self.officials = officials
@@ -204,7 +211,39 @@ class RumourStage:
         batch = self.tracker.tick()
         if self.officials is not None:  # races of expired clusters end with them
             self.officials.retire(c.id for c in batch.expired)
+            self._retire_orphans()
         return batch
+
+    def _retire_orphans(self) -> int:
+        """End the races whose cluster this stage has not held for a cluster TTL of clock
+        time (the tick; on the stage's thread). Such a race comes from a link document
+        written for a cluster that had expired already (by hand, or before links ended with
+        their clusters): nothing would ever feed or end it. Its pair stays in :attr:`links`
+        and its document in the store (another claims partition may hold the cluster), so
+        the next sync does not link it again. Clock time, not event time: a recovery
+        replays hours of event time in minutes, and a cluster linked before it re-forms
+        late in that replay."""
+        officials = self.officials
+        if officials is None:
+            return 0
+        now = self.clock()
+        live = self.tracker.clusterer.clusters
+        ttl = self.tracker.clusterer.settings.ttl_s
+        orphaned = self._orphaned
+        ended = 0
+        for key in list(officials.races):
+            if key[1] in live:
+                orphaned.pop(key, None)
+                continue
+            since = orphaned.setdefault(key, now)
+            if now - since >= ttl:
+                officials.unlink(*key)
+                del orphaned[key]
+                ended += 1
+        for key in [k for k in orphaned if k not in officials.races]:
+            del orphaned[key]  # unlinked meanwhile
+        self.orphans_retired += ended
+        return ended
 
     async def _sync_officials(self) -> bool:
         """Returns True when the rebuttal links changed."""

@@ -470,6 +470,50 @@ def test_rebuttal_links_end_with_their_clusters_in_the_store_too(event: EventCon
     assert manual_held[0] and not manual_held[-1]  # the manual link lived, then ended
 
 
+def test_a_race_whose_cluster_never_comes_ends_after_a_cluster_ttl(event: EventConfig) -> None:
+    """A link document for a cluster that expired before it was read (by hand, or written
+    before links ended with their clusters) used to make a race nothing would feed or end.
+    The tick ends it after a cluster TTL of clock time without the cluster; the link and
+    its document stay, so it is not linked again; a race with a live cluster stays."""
+    now = [1000.0]
+    ttl = 3600.0
+    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
+                            RumourScorer(RumourSettings()), stance=KeywordStance(),
+                            clock=lambda: 1.8e9)
+    base = OfficialRegistry.from_event(event)
+    store = MemoryStore()
+    stage = RumourStage(tracker, event=EVENT, store=store,
+                        metrics=RumourMetrics(CollectorRegistry(), EVENT, top_k=3),
+                        topic_events="clusters.events", state_ttl_s=600,
+                        officials=OfficialTracker(base, auto_link=False), base_registry=base,
+                        clock=lambda: now[0])
+    posts = [_post("r1", "Er is een bom gevonden bij de Dam, iedereen weg!", 1),
+             _post("r2", "Er is een bom gevonden bij de Dam, iedereen weg!!", 2)]
+    gone, live = ("o1", "c-expired-long-ago"), ("o2", "")
+
+    async def run() -> tuple[list[set[tuple[str, str]]], tuple[str, str]]:
+        await stage.process([json.dumps(p).encode() for p in posts])
+        live_pair = (live[0], tracker.annotation("r1").cluster)  # type: ignore[union-attr]
+        await store.put_docs(EVENT, LINKS, {link_key(*x): {
+            "official_post": x[0], "cluster": x[1], "source": "manual"}
+            for x in (gone, live_pair)})
+        assert stage.officials is not None
+        seen = []
+        for dt in (0.0, ttl - 1, 2.0, 60.0):
+            now[0] += dt
+            await stage.tick()
+            seen.append(set(stage.officials.races))
+        docs = await store.get_docs(EVENT, LINKS)
+        assert len(docs) == 2 and stage.links == {gone, live_pair}
+        return seen, live_pair
+
+    seen, live_pair = asyncio.run(run())
+    stage.close()
+    assert seen[0] == seen[1] == {gone, live_pair}  # both linked; not yet a TTL
+    assert seen[2] == seen[3] == {live_pair}  # ended, and not linked again
+    assert stage.orphans_retired == 1 and stage._orphaned == {}
+
+
 def test_only_changed_races_are_taken_for_publishing() -> None:
     officials = OfficialTracker(OfficialRegistry())
     officials.link("o1", "c1")
