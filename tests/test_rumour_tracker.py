@@ -421,20 +421,28 @@ def test_races_end_with_their_clusters_over_many_ttls(event: EventConfig) -> Non
     assert keys == {k for ks in officials._by_post.values() for k in ks}
 
 
+def _official_stage(event: EventConfig, ttl: float, *, auto_link: bool = True,
+                    **kw: Any) -> RumourStage:
+    """A rumour stage with official tracking over an in-memory store, clusters living
+    ``ttl`` seconds of event time."""
+    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
+                            RumourScorer(RumourSettings()), stance=KeywordStance(),
+                            clock=lambda: 1.8e9)
+    base = OfficialRegistry.from_event(event)
+    return RumourStage(tracker, event=EVENT, store=MemoryStore(),
+                       metrics=RumourMetrics(CollectorRegistry(), EVENT, top_k=3),
+                       topic_events="clusters.events", state_ttl_s=600,
+                       officials=OfficialTracker(base, auto_link=auto_link),
+                       base_registry=base, **kw)
+
+
 def test_rebuttal_links_end_with_their_clusters_in_the_store_too(event: EventConfig) -> None:
     """The stage's link documents and its set of linked pairs end with the cluster, as the
     race does: before, both kept every pair linked over the event, and a restart linked a
     race to each cluster long gone. Links of live clusters stay, manual ones too."""
     ttl = 3600.0
-    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
-                            RumourScorer(RumourSettings()), stance=KeywordStance(),
-                            clock=lambda: 1.8e9)
-    base = OfficialRegistry.from_event(event)
-    store = MemoryStore()
-    stage = RumourStage(tracker, event=EVENT, store=store,
-                        metrics=RumourMetrics(CollectorRegistry(), EVENT, top_k=3),
-                        topic_events="clusters.events", state_ttl_s=600,
-                        officials=OfficialTracker(base), base_registry=base)
+    stage = _official_stage(event, ttl)
+    tracker, store = stage.tracker, stage.store
     posts = generate("rumour-rebuttal", seed=5, n_posts=6_000,
                      duration_minutes=8 * ttl / 60).posts
     values = [json.dumps(p).encode() for p in posts]
@@ -477,16 +485,8 @@ def test_a_race_whose_cluster_never_comes_ends_after_a_cluster_ttl(event: EventC
     its document stay, so it is not linked again; a race with a live cluster stays."""
     now = [1000.0]
     ttl = 3600.0
-    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
-                            RumourScorer(RumourSettings()), stance=KeywordStance(),
-                            clock=lambda: 1.8e9)
-    base = OfficialRegistry.from_event(event)
-    store = MemoryStore()
-    stage = RumourStage(tracker, event=EVENT, store=store,
-                        metrics=RumourMetrics(CollectorRegistry(), EVENT, top_k=3),
-                        topic_events="clusters.events", state_ttl_s=600,
-                        officials=OfficialTracker(base, auto_link=False), base_registry=base,
-                        clock=lambda: now[0])
+    stage = _official_stage(event, ttl, auto_link=False, clock=lambda: now[0])
+    tracker, store = stage.tracker, stage.store
     posts = [_post("r1", "Er is een bom gevonden bij de Dam, iedereen weg!", 1),
              _post("r2", "Er is een bom gevonden bij de Dam, iedereen weg!!", 2)]
     gone, live = ("o1", "c-expired-long-ago"), ("o2", "")
