@@ -26,6 +26,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from models.event import load_event
+from models.rumour import why
 from streams.embedded import EmbeddedBroker
 from streams.kafka_admin import ensure_topics
 from streams.replay import replay
@@ -164,11 +165,14 @@ class DemoView:
         if self.clusters:
             rum = Table(title="claim clusters, highest rumour score first (red: flagged)",
                         expand=True, show_edge=False)
-            for col in ("score", "state", "posts", "?/✗", "claim"):
+            for col in ("score", "why", "state", "posts", "?/✗", "claim"):
                 rum.add_column(col)
             for cl in self.clusters:
                 stance = cl.get("stance") or {}
-                rum.add_row(f"{float(cl.get('rumour_score') or 0):.2f}", str(cl.get("state")),
+                drivers = cl.get("drivers")
+                rum.add_row(f"{float(cl.get('rumour_score') or 0):.2f}",
+                            why(drivers if isinstance(drivers, dict) else {}, top=2),
+                            str(cl.get("state")),
                             str(cl.get("size")),
                             str(int(stance.get("query", 0)) + int(stance.get("deny", 0))),
                             str(cl.get("summary") or "")[:90],

@@ -227,3 +227,20 @@ def test_the_rumours_table_says_why_a_cluster_scores_what_it_scores() -> None:
     assert "why" in text and "spread +0.7" in text and "claim -0.6" in text
     assert "doubt" not in text  # only the two strongest
     assert "c2" in text
+
+
+def test_the_demo_view_shows_why_its_clusters_score() -> None:
+    from prometheus_client import CollectorRegistry
+    from rich.console import Console
+
+    from streams.demo import DemoView
+
+    view = DemoView("demo", CollectorRegistry(), 10)
+    view.clusters = [{"rumour_score": 0.71, "state": "growing", "size": 12, "flagged": True,
+                      "stance": {"query": 2}, "summary": "Bom bij de Dam?",
+                      "drivers": {"claim": 0.9, "spread": 0.3, "doubt": 0.2, "sources": 0.0}},
+                     {"rumour_score": 0.2, "state": "emerging", "size": 2, "drivers": None}]
+    console = Console(width=160, record=True)
+    console.print(view.render())
+    text = console.export_text()
+    assert "why" in text and "claim +0.9, spread +0.3" in text and "Bom bij de Dam?" in text
