@@ -30,8 +30,9 @@ mood reached /metrics (it is also the later of the two stages with one output pe
 The enrichment histogram ``crowdwatch_processing_latency_seconds`` is printed beside it.
 The rumour stage has no per-post output; its delay shows as the lag of posts.claims.
 
-Memory: bounded when the RSS levelled off, i.e. grew by at most max(25 MB, 2.5 %) over the
-last quarter of the samples (:func:`memory_bounded`; no verdict with fewer than 8 samples
+Memory: bounded when the RSS levelled off, i.e. grew by at most max(MEMORY_SLACK_MB,
+MEMORY_SLACK_SHARE) over the last quarter of the samples (25 MB, 2.5 %;
+:func:`memory_bounded`; no verdict with fewer than 8 samples
 or when the posts span less event time than the cluster TTL). The growth over the last half
 is printed and recorded beside it.
 
@@ -85,6 +86,10 @@ EVENT_NAME = "koningsdag-amsterdam"
 MALFORMED = (b"not json", b'{"id": 5}', b"[1, 2]", b'{"id": "x", "text": 7}', b"\xff\xfe")
 GOAL_RATE = 1000.0
 GOAL_P95_S = 2.0
+#: the memory rule: growth over the last quarter of the samples of at most
+#: max(MEMORY_SLACK_MB, MEMORY_SLACK_SHARE x the RSS where that quarter starts)
+MEMORY_SLACK_MB = 25.0
+MEMORY_SLACK_SHARE = 0.025
 LATENCY_SAMPLES = 50_000
 
 
@@ -101,7 +106,8 @@ def memory_bounded(rss: Sequence[float]) -> bool | None:
 
     The rumour stage's state fills until its cluster window is full and then stays flat, so
     a run's curve rises and then levels off; a leak keeps rising to the end. The rule reads
-    the last quarter of the run: growth there of at most max(25 MB, 2.5 %). For a steady
+    the last quarter of the run: growth there of at most max(:data:`MEMORY_SLACK_MB`,
+    :data:`MEMORY_SLACK_SHARE`). For a steady
     leak that is about as strict as the earlier rule (max(50 MB, 5 %) over the last half),
     but a fill that ends after the half-way point no longer reads as a leak (the 1M run of
     2026-12-06 23:12 UTC: +153 MB over the last half, all of it before 750,000 posts, then
@@ -109,7 +115,7 @@ def memory_bounded(rss: Sequence[float]) -> bool | None:
     if len(rss) < 8:
         return None
     quarter_start = rss[(3 * len(rss)) // 4]
-    return memory_growth(rss)[1] <= max(25.0, 0.025 * quarter_start)
+    return memory_growth(rss)[1] <= max(MEMORY_SLACK_MB, MEMORY_SLACK_SHARE * quarter_start)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -975,6 +981,7 @@ def report(args: argparse.Namespace, run: Run, result: dict[str, Any], checked: 
             "minutes": [round(x.t / 60, 1) for x in samples],
             "rss_growth_last_half_mb": round(growth, 1),
             "rss_growth_last_quarter_mb": round(growth_quarter, 1), "memory_verdict": verdict,
+            "memory_rule": {"slack_mb": MEMORY_SLACK_MB, "slack_share": MEMORY_SLACK_SHARE},
             "rss_by_process_mb": {k: [round(v, 1) for v in own_rss[k]] for k in names},
             "anon_rss_by_process_mb": {k: [round(v, 1) for v in own_anon[k]] for k in names},
             # % of one core over each interval between two samples

@@ -108,8 +108,11 @@ def _memory_verdict(r: dict[str, Any]) -> str:
     of the last-half rule alone)."""
     quarter = r.get("rss_growth_last_quarter_mb")
     if quarter is not None:
+        # the rule's numbers as the run recorded them (rows before 2026-12-07 had 25 MB, 2.5 %)
+        rule = r.get("memory_rule") or {"slack_mb": 25.0, "slack_share": 0.025}
         return (f", over the last quarter {quarter:+,.0f} MB ({r['memory_verdict']}: the rule "
-                "is growth over the last quarter of at most max(25 MB, 2.5 %))")
+                f"is growth over the last quarter of at most max({rule['slack_mb']:g} MB, "
+                f"{100 * rule['slack_share']:g} %))")
     return f" ({r['memory_verdict']})" if r.get("memory_verdict") else ""
 
 
