@@ -26,6 +26,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.alerts import mask
+from models.rumour import why
 from streams.grafana import GrafanaAnnotations, GrafanaError
 
 if TYPE_CHECKING:
@@ -97,9 +98,12 @@ class EventAnnotations:
         score = float(snapshot.get("rumour_score") or 0.0)
         size = int(snapshot.get("size") or 0)
         flagged_at = snapshot.get("flagged_at") or ""
+        drivers = snapshot.get("drivers")
+        reason = why(drivers, "en") if isinstance(drivers, Mapping) else ""
         text = (f"Gerucht gemarkeerd / rumour flagged: “{claim}” — score {score:.2f}, "
                 f"{size} berichten/posts (cluster {cid}"
-                + (f", flagged at {flagged_at}" if flagged_at else "") + ")")
+                + (f", flagged at {flagged_at}" if flagged_at else "")
+                + (f"; why: {reason}" if reason else "") + ")")
         self._enqueue(Annotation(key, text, [BASE_TAG, "rumour", self.event],
                                  time.time() if now is None else now))
         return True

@@ -299,7 +299,8 @@ def test_annotation_client_errors(grafana: FakeGrafana) -> None:
 def _snap(cid: str, flagged: bool = True, score: float = 0.81) -> dict[str, Any]:
     return {"id": cid, "summary": "RT @iemand: Bom gevonden op de Dam, iedereen weg!",
             "rumour_score": score, "size": 14, "flagged": flagged,
-            "flagged_at": "2027-04-27T12:03:00Z", "state": "growing"}
+            "flagged_at": "2027-04-27T12:03:00Z", "state": "growing",
+            "drivers": {"claim": 1.1, "spread": 0.6, "doubt": 0.0, "sources": 0.1}}
 
 
 def test_event_annotations_once_per_cluster_and_post_with_retry(
@@ -328,6 +329,7 @@ def test_event_annotations_once_per_cluster_and_post_with_retry(
     assert rumour["time"] == 100_000
     assert "Bom gevonden op de Dam" in rumour["text"] and "0.81" in rumour["text"]
     assert "14" in rumour["text"] and "@iemand" not in rumour["text"]  # mentions masked
+    assert "why: claim +1.1, spread +0.6, sources +0.1)" in rumour["text"]
     assert official["tags"] == ["crowdwatch", "official", "police", "koningsdag-amsterdam"]
     assert "politie.bsky.social" in official["text"]
     assert "dashboardUID" not in rumour
