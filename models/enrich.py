@@ -175,8 +175,10 @@ def _utc_time(created_at: str | None) -> datetime | None:
 
 def minute_bucket(created_at: str | None, now: float) -> str:
     """UTC minute (YYYYMMDDHHMM) of an ISO 8601 time; ``now`` (epoch s) when absent/unreadable."""
-    dt = _utc_time(created_at)
-    return (dt or datetime.fromtimestamp(now, UTC)).strftime("%Y%m%d%H%M")
+    d = _utc_time(created_at) or datetime.fromtimestamp(now, UTC)
+    # not strftime("%Y..."): glibc writes a year before 1000 with three digits ("999..."), a
+    # key of 11 characters that no reader parses (found by the property test below)
+    return f"{d.year:04d}{d.month:02d}{d.day:02d}{d.hour:02d}{d.minute:02d}"
 
 
 def epoch_minute(created_at: str | None, now: float) -> int:
