@@ -195,7 +195,6 @@ class EventAlerts:
                         "severity": "warning", "team": "communication", "source": "worker"},
                 first_at=now, last_at=now, samples=deque(maxlen=self.settings.samples))
         drivers = snapshot.get("drivers")
-        drivers = drivers if isinstance(drivers, Mapping) else {}
         info = {"claim": mask(str(snapshot.get("summary") or ""), self.settings.sample_chars),
                 "score": f"{float(snapshot.get('rumour_score') or 0):.2f}",
                 "size": str(snapshot.get("size")), "state": str(snapshot.get("state")),

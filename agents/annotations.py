@@ -98,8 +98,7 @@ class EventAnnotations:
         score = float(snapshot.get("rumour_score") or 0.0)
         size = int(snapshot.get("size") or 0)
         flagged_at = snapshot.get("flagged_at") or ""
-        drivers = snapshot.get("drivers")
-        reason = why(drivers, "en") if isinstance(drivers, Mapping) else ""
+        reason = why(snapshot.get("drivers"), "en")
         text = (f"Gerucht gemarkeerd / rumour flagged: “{claim}” — score {score:.2f}, "
                 f"{size} berichten/posts (cluster {cid}"
                 + (f", flagged at {flagged_at}" if flagged_at else "")

@@ -743,12 +743,13 @@ DRIVER_NAMES: dict[str, dict[str, str]] = {
 }
 
 
-def why(drivers: Mapping[str, Any], lang: str = "en", *, top: int = 3,
-        min_abs: float = 0.05) -> str:
+def why(drivers: object, lang: str = "en", *, top: int = 3, min_abs: float = 0.05) -> str:
     """The largest drivers as one line, strongest first: ``"spread +0.9, claim -0.6"``
     (Dutch: ``"verspreiding +0,9, bewering -0,6"``). Drivers under ``min_abs`` are left
-    out; empty when none is left (or ``drivers`` is not what :func:`score_drivers`
-    gives)."""
+    out; empty when none is left, or when ``drivers`` is not what :func:`score_drivers`
+    gives (callers pass a snapshot's ``drivers`` as they find it)."""
+    if not isinstance(drivers, Mapping):
+        return ""
     names = DRIVER_NAMES.get(lang, DRIVER_NAMES["en"])
     items = []
     for name, value in drivers.items():
@@ -827,8 +828,11 @@ class RumourScorer:
 
     def flagged(self, f: ClusterFeatures) -> bool:
         """The rumour decision: score at or above the threshold and the cluster big enough."""
-        return f.size >= self.settings.min_size_to_flag and \
-            self.score(f) >= self.settings.flag_threshold
+        return self.flags(f.size, self.score(f))
+
+    def flags(self, size: int, score: float) -> bool:
+        """:meth:`flagged` for a score already computed."""
+        return size >= self.settings.min_size_to_flag and score >= self.settings.flag_threshold
 
     def lifecycle(self, f: ClusterFeatures) -> str:
         """emerging | growing | peaking | fading | resolved (first rule that holds):

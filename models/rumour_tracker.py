@@ -151,10 +151,9 @@ class RumourTracker:
             prior = self._prior_flags.pop(c.id, None)
             if prior is not None:  # raised by an earlier process: stays raised, not re-sent
                 c.flagged_at = prior
-        # = scorer.flagged(f), on the score computed above (one explain() per rescore)
-        settings = self.scorer.settings
+        # on the score computed above (one explain() per rescore)
         if c.flagged_at is None and not c.official_root and state != "resolved" \
-                and f.size >= settings.min_size_to_flag and c.score >= settings.flag_threshold:
+                and self.scorer.flags(f.size, c.score):
             c.flagged_at = ts
             out.events.append(ClusterEvent("flagged", c.id, ts, c.size, c.score, c.state))
         # why it scores what it scores, for the clusters the command post sees (snapshots:

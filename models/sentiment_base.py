@@ -28,6 +28,7 @@ import os
 import shutil
 import struct
 import tempfile
+import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -338,8 +339,6 @@ def prune_siblings(target: Path, replaces: Callable[[str], bool]) -> list[Path]:
     ``replaces`` accepts, and temporary build directories older than
     :data:`STALE_BUILD_S`. Never raises (a cache it cannot tidy still works); returns what
     it removed. A process still using a removed directory keeps its open files (POSIX)."""
-    import time
-
     removed: list[Path] = []
     try:
         siblings = [d for d in target.parent.iterdir() if d.is_dir() and d != target]

@@ -369,9 +369,8 @@ def _cluster_table(clusters: list[dict[str, Any]], title: str) -> Table:
         stance = c.get("stance") or {}
         score = float(c.get("rumour_score") or 0.0)
         style = "bold red" if c.get("flagged") and c.get("state") != "resolved" else ""
-        drivers = c.get("drivers")
-        drivers = drivers if isinstance(drivers, dict) else {}
-        table.add_row(str(c.get("id")), f"{score:.2f}", why(drivers, top=2).replace(", ", "\n"),
+        table.add_row(str(c.get("id")), f"{score:.2f}",
+                      why(c.get("drivers"), top=2).replace(", ", "\n"),
                       str(c.get("state")), str(c.get("size")),
                       f"{float(c.get('velocity') or 0):.1f}",
                       str(int(stance.get("query", 0)) + int(stance.get("deny", 0))),

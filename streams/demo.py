@@ -169,9 +169,8 @@ class DemoView:
                 rum.add_column(col)
             for cl in self.clusters:
                 stance = cl.get("stance") or {}
-                drivers = cl.get("drivers")
                 rum.add_row(f"{float(cl.get('rumour_score') or 0):.2f}",
-                            why(drivers if isinstance(drivers, dict) else {}, top=2),
+                            why(cl.get("drivers"), top=2),
                             str(cl.get("state")),
                             str(cl.get("size")),
                             str(int(stance.get("query", 0)) + int(stance.get("deny", 0))),

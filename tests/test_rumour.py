@@ -518,4 +518,5 @@ def test_why_names_the_strongest_drivers_in_dutch_or_english() -> None:
     assert why(drivers) == "spread +1.3, claim -0.6, sources +0.2"
     assert why(drivers, "nl", top=2) == "verspreiding +1,3, bewering -0,6"
     assert why(drivers, min_abs=1.0) == "spread +1.3"
-    assert why({}) == "" and why({"claim": float("nan"), "spread": "x"}) == ""  # type: ignore[dict-item]
+    assert why({}) == "" and why({"claim": float("nan"), "spread": "x"}) == ""
+    assert why(None) == "" and why([("claim", 1.0)]) == ""  # not a snapshot's drivers

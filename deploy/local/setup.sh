@@ -36,7 +36,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 # what the install below depends on: when none of it changed since the last successful run
 # and the editable install still imports from this checkout, there is nothing to do (the
-# demo and the tests call this script on every run; pip took ~10 s and printed
+# demo and the tests call this script on every run; pip took seconds and printed
 # setuptools' editable-install notice each time)
 stamp=.venv/.crowdwatch-setup
 want=$(cat requirements.lock pyproject.toml deploy/local/setup.sh | sha256sum | cut -d' ' -f1)
