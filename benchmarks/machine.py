@@ -8,8 +8,8 @@ import os
 
 from models.hf import cpu_flags, cpuinfo_field, int8_is_exact
 
-# the instruction sets that decide int8/fp32 transformer speed on x86
-_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+# the instruction sets that decide bf16/int8/fp32 transformer speed on x86
+_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
 
 
 def describe() -> str:

@@ -60,7 +60,8 @@ def either(*matchers: Callable[[Mapping[str, Any]], bool]
 
 def tracker_from(settings: Settings, event: EventConfig | None) -> RumourTracker:
     """The configured tracker: clusterer (+ embedder), stance and claim models, scorer."""
-    embedder = load_embedder(settings.cluster_embedder, threads=settings.sentiment_threads)
+    embedder = load_embedder(settings.cluster_embedder, threads=settings.sentiment_threads,
+                             precision=settings.cluster_embedder_precision)
     clusterer = OnlineClusterer(ClusterSettings(
         ttl_s=settings.cluster_ttl_s, max_posts=settings.cluster_max_posts,
         max_clusters=settings.cluster_max_clusters,

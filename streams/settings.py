@@ -101,7 +101,13 @@ class Settings(BaseSettings):
     # --- rumour clusters ---
     rumours_enabled: bool = Field(default=True, description="Run the rumour-cluster stage")
     cluster_embedder: str = Field(default="default", description=(
-        "default (multilingual-e5-small, int8) | hashing (no model) | off | a local path"))
+        "default (multilingual-e5-small) | hashing (no model) | off | a local path"))
+    cluster_embedder_precision: Literal["auto", "bf16", "int8", "fp32"] = Field(
+        default="auto", description=(
+            "Numeric format of a transformer embedder on the CPU. 'auto': int8 where dynamic "
+            "int8 is exact (VNNI), else fp32. 'bf16': faster on CPUs with AMX or AVX512-BF16 "
+            "and independent of batching, but the shipped threshold and rumour score were "
+            "calibrated on int8 vectors (docs/rumour-model.md)"))
     cluster_ttl_s: float = Field(default=3 * 3600.0, gt=0,
                                  description="Event-time idle time before a cluster expires")
     cluster_max_posts: int = Field(default=2_000_000, ge=1000, description=(

@@ -7,6 +7,7 @@ import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.sentiment import (
@@ -17,7 +18,7 @@ from models.sentiment import (
     map_labels,
     model_text,
 )
-from tests.tiny_model import build_tiny_model
+from tests.tiny_model import build_random_encoder, build_tiny_model
 
 HAVE_ORT = (importlib.util.find_spec("onnxruntime") is not None
             and importlib.util.find_spec("onnx") is not None)
@@ -213,17 +214,73 @@ def test_int8_counts_as_exact_only_with_32_bit_int8_accumulation(tmp_path: Path)
     assert int8_is_exact(frozenset(), "aarch64")
 
 
-def test_the_embedder_quantizes_only_where_int8_is_exact(tiny: Path,
+def test_auto_precision_is_exact_int8_else_fp32_and_bf16_is_only_on_request() -> None:
+    from models.hf import bf16_is_fast, encoder_precision
+
+    amx = frozenset({"avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8"})
+    assert bf16_is_fast(amx, "x86_64") and encoder_precision(amx, "x86_64") == "int8"
+    assert bf16_is_fast(frozenset({"avx2", "avx512f", "avx512_bf16"}), "x86_64")  # Zen 4
+    icelake = frozenset({"avx2", "avx512f", "avx512_vnni"})  # int8 exact, bf16 emulated
+    assert not bf16_is_fast(icelake, "x86_64") and encoder_precision(icelake, "x86_64") == "int8"
+    assert encoder_precision(frozenset({"avx2", "fma"}), "x86_64") == "fp32"  # old EPYC
+    assert bf16_is_fast(frozenset({"asimd", "bf16"}), "aarch64")
+    assert not bf16_is_fast(frozenset({"asimd"}), "aarch64")
+    assert encoder_precision(frozenset({"asimd", "bf16"}), "aarch64") == "int8"
+
+
+def test_the_embedder_runs_in_the_precision_the_cpu_suits(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import models.embed as embed
 
-    for exact in (False, True):
-        monkeypatch.setattr(embed, "int8_is_exact", lambda exact=exact: exact)
-        e = embed.TransformerEmbedder(tiny, device="cpu")
-        assert e.quantized is exact
-        vectors = e.embed(["een korte tekst", "a somewhat longer text for the tiny model"])
-        assert vectors.shape == (2, e.dim)
-    assert embed.TransformerEmbedder(tiny, device="cpu", quantize=True).quantized
+    texts = ["een korte tekst", "a somewhat longer text for the tiny model"]
+    folder = build_random_encoder(tmp_path / "enc", " ".join(texts).split())
+    for precision in ("bf16", "int8", "fp32"):
+        monkeypatch.setattr(embed, "encoder_precision", lambda p=precision: p)
+        e = embed.TransformerEmbedder(folder, device="cpu")
+        assert e.precision == precision and e.quantized is (precision == "int8")
+        vectors = e.embed(texts)
+        assert vectors.shape == (2, e.dim) and vectors.dtype == np.float32
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embed.TransformerEmbedder(folder, device="cpu", precision="int8").quantized
+    with pytest.raises(ValueError, match="precision must be one of"):
+        embed.TransformerEmbedder(folder, device="cpu", precision="fp8")
+
+
+def test_bf16_vectors_keep_fp32_and_do_not_depend_on_their_batch(tmp_path: Path) -> None:
+    """What ``precision="bf16"`` offers: a text's vector is the same whatever batch it is
+    embedded in (dynamic int8 scales activations per batch), so a replay gives the same
+    clusters however its posts fall into batches."""
+    from models.embed import TransformerEmbedder
+
+    texts = ["brand bij het station , iedereen moet weg", "is dit waar ?", "ok",
+             "police say the square is closed after reports of a stabbing near the stage",
+             "geweldig feest op de dam", "HOAX ! ! ! niet delen", "de tram rijdt niet",
+             " ".join(["lange"] * 30 + ["tekst"] * 30)]
+    folder = build_random_encoder(tmp_path / "enc", " ".join(texts).split())
+    bf16 = TransformerEmbedder(folder, device="cpu", precision="bf16", batch_size=8, prefix="")
+    fp32 = TransformerEmbedder(folder, device="cpu", precision="fp32", batch_size=8, prefix="")
+    together = bf16.embed(texts)
+    alone = np.stack([bf16.embed([t])[0] for t in texts])
+    assert np.min(np.sum(together * alone, axis=1)) > 0.9999
+    assert np.min(np.sum(together * fp32.embed(texts), axis=1)) > 0.999
+
+
+def test_the_embedder_benchmark_runs_with_tiny_sizes(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "bench_embed", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_embed.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    words = " ".join(bench.texts(24)).split()
+    folder = build_random_encoder(tmp_path / "enc", words)
+    assert bench.main(["--model", str(folder), "--texts", "24", "--batch", "8",
+                       "--other-batch", "3", "--threads", "1", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "24 distinct texts" in out and "auto picks" in out
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in out.splitlines() if " | " in line}
+    assert set(rows) >= {"fp32", "int8", "bf16"}
+    assert rows["fp32"][2] == "1.00x" and rows["fp32"][5] == "0"  # the baseline
 
 
 @needs_ort

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from models.evaluation import classification_report
+from models.hf import PRECISIONS, encoder_precision
 from models.rumour import (
     DEFAULT_WEIGHTS,
     DENSE_NAMES,
@@ -387,22 +388,24 @@ def post_texts(items: list[tuple[dict[str, object], bool, str]]) -> list[str]:
 
 
 def embed_posts(items: list[tuple[dict[str, object], bool, str]], spec: str,
-                cache: Path | None) -> tuple[np.ndarray, TableEmbedder]:
+                cache: Path | None, precision: str = "auto") -> tuple[np.ndarray, TableEmbedder]:
     """Sentence vectors of the posts' texts (the strings the tracker embeds) with
-    ``models.embed.load_embedder(spec)``, cached under ``cache`` (keyed by the texts and
-    the spec); and an embedder that serves them (and embeds anything else)."""
+    ``models.embed.load_embedder(spec, precision=precision)``, cached under ``cache`` (keyed
+    by the texts, the spec and the numeric format); and an embedder that serves them (and
+    embeds anything else)."""
     from models.embed import load_embedder
 
     texts = post_texts(items)
-    key = hashlib.blake2b("\x00".join([spec, "single", *texts]).encode("utf-8",
-                                                                        "surrogatepass"),
-                          digest_size=8).hexdigest()
+    resolved = encoder_precision() if precision == "auto" else precision
+    # int8 and bf16 vectors of the same text differ (cosine ~0.98): the format is in the key
+    key = hashlib.blake2b("\x00".join([spec, resolved, *texts]).encode(
+        "utf-8", "surrogatepass"), digest_size=8).hexdigest()
     path = cache / f"pheme-{spec}-{key}.npz" if cache else None
     holder: dict[str, Any] = {}
 
     def load() -> Any:
         if "e" not in holder:
-            holder["e"] = load_embedder(spec, threads=1)
+            holder["e"] = load_embedder(spec, threads=2, precision=resolved)
         return holder["e"]
 
     if path is not None and path.exists():
@@ -413,10 +416,13 @@ def embed_posts(items: list[tuple[dict[str, object], bool, str]], spec: str,
         if emb is None:
             raise ValueError(f"embedder {spec!r} gives no vectors")
         t0 = time.perf_counter()
-        # one text per call, as the tracker embeds in `crowdwatch eval rumours` (batch 1):
-        # the int8 model's vectors depend a little on batch composition (cos ~0.99), enough
-        # to move roots across the clusterer's cosine threshold
-        vecs = np.stack([emb.embed([t])[0] for t in texts]) if texts else np.zeros((0, 1))
+        if getattr(getattr(emb, "inner", emb), "quantized", False):
+            # one text per call, as the tracker embeds in `crowdwatch eval rumours` (batch 1):
+            # dynamic int8 vectors depend on the batch they come in (cos ~0.99), enough to
+            # move roots across the clusterer's cosine threshold; bf16 and fp32 do not
+            vecs = np.stack([emb.embed([t])[0] for t in texts]) if texts else np.zeros((0, 1))
+        else:
+            vecs = emb.embed(texts) if texts else np.zeros((0, 1))
         identity = embedder_identity(emb)
         print(f"embedded {len(texts)} posts with {spec!r} in "  # noqa: T201
               f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
@@ -517,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(models.embed.load_embedder); off: the cue + n-gram model alone")
     ap.add_argument("--embed-cache", type=Path, default=DEFAULT_EMBED_CACHE,
                     help="folder for the cached PHEME embeddings")
+    ap.add_argument("--embed-precision", choices=PRECISIONS, default="auto",
+                    help="the transformer embedder's numeric format (models.hf.encoder_precision; "
+                    "the worker's CROWDWATCH_CLUSTER_EMBEDDER_PRECISION)")
     clusterers = ("production", "similarity", "online", "singleton")
     ap.add_argument("--clusterer", choices=clusterers, default="production",
                     help="clusterer the held-out events are scored with: production = "
@@ -558,9 +567,11 @@ def main(argv: list[str] | None = None) -> int:
     embedder: Any = None
     name = ""
     if args.embedder != "off":
-        ds.emb, embedder = embed_posts(items, args.embedder, args.embed_cache)
+        ds.emb, embedder = embed_posts(items, args.embedder, args.embed_cache,
+                                       args.embed_precision)
         if chatter:
-            extra, _ = embed_posts(chatter, args.embedder, args.embed_cache)
+            extra, _ = embed_posts(chatter, args.embedder, args.embed_cache,
+                                   args.embed_precision)
             ds.emb = np.vstack([ds.emb, extra])
         name = EMBEDDER_NAMES[args.embedder]
     kw_cue: dict[str, Any] = {
@@ -679,6 +690,11 @@ def main(argv: list[str] | None = None) -> int:
                       "settings": {k: v for k, v in kw.items() if k != "embedder_name"},
                       "fallback_settings": kw_cue if embed_claims else None,
                       "embedder": args.embedder, "clusterer": args.clusterer,
+                      # the transformer's numeric format the vectors were computed in
+                      "embedder_precision": (
+                          None if args.embedder in ("off", "hashing") else
+                          encoder_precision() if args.embed_precision == "auto"
+                          else args.embed_precision),
                       "fit_clusterer": args.fit_clusterer, "claim_model": args.claim_model,
                       "chatter_per_language": args.chatter if chatter else 0,
                       "score": {k: round(v, 4) for k, v in params.items()},
