@@ -31,6 +31,7 @@ from models.clusters import (
     ClusterInput,
     ClusterSettings,
     OnlineClusterer,
+    anchor_words,
     claim_words,
     cluster_id_for,
     input_from_post,
@@ -503,6 +504,24 @@ def test_semantic_joining_uses_the_fixed_anchor_of_the_claim() -> None:
     assert c.add(ClusterInput("e", E, T0 + 4)).how == "new"
     # unrelated text opens its own cluster
     assert c.add(ClusterInput("f", "Gratis bier bij de Westerkerk", T0 + 5)).how == "new"
+
+
+def test_a_shared_function_word_is_no_anchor() -> None:
+    """The demo's planted bomb rumour joined a cluster of tram chatter at cosine 0.89 on the
+    one word the two posts shared, "alles" (everything)."""
+    tram = "Geen tram meer richting vondelpark, alles staat vast #koningsdag"
+    bomb = "Bommelding bij Amsterdam Centraal, ze zijn alles aan het ontruimen!! Ga daar weg"
+    assert "alles" in claim_words(bomb) and "alles" not in anchor_words(bomb)
+    assert not anchor_words(tram) & anchor_words(bomb)
+    assert {"bommelding", "amsterdam", "centraal", "ontruimen"} <= anchor_words(bomb)
+    assert "vondelpark" in anchor_words(tram)
+    for text in ("Is this really what they said about everyone there?",
+                 "Weet iemand waarom iedereen daar weer naar toe gaat?"):
+        assert not anchor_words(text)
+    fake = FakeEmbedder({tram: _angle(0), bomb: _angle(25)})  # cos 0.906 >= 0.88
+    c = OnlineClusterer(ClusterSettings(), fake)
+    c.add(ClusterInput("t", tram, T0))
+    assert c.add(ClusterInput("b", bomb, T0 + 1)).how == "new"
 
 
 def test_a_cluster_without_an_anchor_gets_one_from_its_first_embedded_root() -> None:
