@@ -228,7 +228,8 @@ class OfficialTracker:
         text, lang = self._texts[pid]
         self._suggested.add(pid)
         out = []
-        matches = suggest_rebuttals(text, lang, candidates()) if denial_cues(text, lang) else []
+        cues = denial_cues(text, lang)
+        matches = suggest_rebuttals(text, lang, candidates(), cues=cues) if cues else []
         for cid, confidence in matches:
             self.suggestions[(pid, cid)] = confidence
             out.append({"official_post": pid, "cluster": cid, "confidence": confidence})

@@ -454,12 +454,15 @@ def suggest_rebuttals(
     clusters: Sequence[ClusterSpec],
     *,
     min_similarity: float = 0.2,
+    cues: Sequence[str] | None = None,
 ) -> list[tuple[str, float]]:
     """``(cluster_id, confidence)`` for every cluster this official post seems to rebut,
     best first. Needs at least one denial cue and ``similarity >= min_similarity``
     (the cluster's ``similarity_fn`` when given, else :func:`similarity`). Confidence is
-    the similarity scaled by the strength of the denial (one cue 0.75, two or more 1.0)."""
-    cues = denial_cues(official_text, official_lang)
+    the similarity scaled by the strength of the denial (one cue 0.75, two or more 1.0).
+    ``cues``: the post's :func:`denial_cues` when the caller has them already."""
+    if cues is None:
+        cues = denial_cues(official_text, official_lang)
     if not cues:
         return []
     strength = 0.75 if len(cues) == 1 else 1.0
