@@ -40,10 +40,13 @@ import numpy as np
 
 from models.embed import TextEmbedder, embed_key
 from models.minhash import MinHasher, MinHashLSH
+from models.race import denial_cues
 from models.text import hashtags
 
 ENGAGEMENT_KINDS = ("reply", "repost", "quote")
 KEPT_ROOTS = 64  # per cluster: ids of the first roots are kept while the cluster lives
+SUMMARY_ROOTS = 16  # per cluster: the first roots whose texts may become its summary
+SUMMARY_CHARS = 280  # characters kept of each such text
 MAX_KEPT_CYCLED = 1024  # first roots passed over per forgetting call past ``max_posts``
 _WORD = re.compile(r"[^\W\d_][\w'-]+")
 _MENTION = re.compile(r"@[\w.\-@]+")
@@ -151,7 +154,13 @@ class Cluster:
     id: str
     first_seen: float
     last_seen: float
+    # the text of the root the most direct replies, reposts and quotes went to among the
+    # first SUMMARY_ROOTS that state something rather than deny it (the first such root on
+    # a tie; the first root's text until one has engagement): the claim the cluster is about
     summary: str = ""
+    summary_root: str | None = None
+    root_texts: dict[str, str] = field(default_factory=dict)
+    root_engagement: Counter[str] = field(default_factory=Counter)
     size: int = 0
     roots: int = 0
     replies: int = 0
@@ -457,8 +466,12 @@ class OnlineClusterer:
             c.terms.update(dict.fromkeys(words, 1))
             if len(c.terms) > 16 * s.top_terms:
                 c.terms = Counter(dict(c.terms.most_common(4 * s.top_terms)))
+            if is_root and words and not p.official and len(c.root_texts) < SUMMARY_ROOTS \
+                    and not denial_cues(p.text):  # a copy of a rebuttal is not the claim
+                c.root_texts[p.id] = p.text[:SUMMARY_CHARS]
             if not c.summary and p.kind != "repost" and words:
                 c.summary = p.text
+                c.summary_root = p.id if p.id in c.root_texts else None
             if is_root and c.roots <= 3 and not p.official:
                 c.anchor_terms.update(anchor_words(p.text))
             if is_root and len(c.lsh_keys) < s.max_indexed_roots \
@@ -469,8 +482,23 @@ class OnlineClusterer:
                     c.lsh_keys.append(p.id)
             if is_root and vector is not None and not p.official:
                 self._update_centroid(c, vector)
+        if not is_root and p.parent in c.root_texts:
+            self._engage(c, p.parent)
         if len(c.samples) < s.samples and p.kind != "repost":
             c.samples.append(p.id)
+
+    @staticmethod
+    def _engage(c: Cluster, root: str) -> None:
+        """One more direct reply, repost or quote of the kept root ``root``: the summary
+        moves to it once it has more of them than the current summary's root. A chatter
+        root that opened the cluster ("Just arrived at Leidsestraat, where is everyone")
+        then gives way to the claim people spread ("Shots fired at Leidsestraat")."""
+        counts = c.root_engagement
+        counts[root] += 1
+        current = c.summary_root
+        if root != current and counts[root] > (counts[current] if current else 0):
+            c.summary_root = root
+            c.summary = c.root_texts[root]
 
     # ------------------------------------------------------------------ indexes
 

@@ -524,6 +524,35 @@ def test_a_shared_function_word_is_no_anchor() -> None:
     assert c.add(ClusterInput("b", bomb, T0 + 1)).how == "new"
 
 
+def test_the_summary_is_the_claim_people_engage_with_not_the_first_chatter() -> None:
+    """Generated traffic (seed 13): the shooting rumour joined a cluster that "Just arrived
+    at Leidsestraat, where is everyone" had opened, and that chatter named the flagged
+    cluster in every alert. The summary now follows the root with the most direct replies,
+    reposts and quotes; a copy of a rebuttal ("Er is GEEN ...") never becomes it."""
+    chatter = "Just arrived at Leidsestraat, where is everyone"
+    rumour = "Shots fired at Leidsestraat, everyone is running!"
+    denial = "Er is GEEN schietpartij bij Leidsestraat, deel dit niet"
+    fake = FakeEmbedder({chatter: _angle(0), rumour: _angle(20), denial: _angle(15)})
+    c = OnlineClusterer(ClusterSettings(), fake)
+    cid = c.add(ClusterInput("chat", chatter, T0)).cluster_id
+    assert c.add(ClusterInput("rum", rumour, T0 + 1)).cluster_id == cid
+    assert c.add(ClusterInput("den", denial, T0 + 2)).cluster_id == cid
+    cl = c.clusters[cid]
+    assert cl.summary == chatter  # the first root's text until one has engagement
+    c.add(ClusterInput("r1", "RT " + chatter, T0 + 3, "repost", "chat"))
+    assert cl.summary == chatter
+    for i in range(3):  # the rebuttal's copy spreads most, but it is not the claim
+        c.add(ClusterInput(f"d{i}", "RT " + denial, T0 + 4 + i, "repost", "den"))
+    c.add(ClusterInput("q1", "waar??", T0 + 8, "reply", "rum"))
+    assert cl.summary == chatter  # a tie keeps the current summary
+    c.add(ClusterInput("q2", "is dit waar", T0 + 9, "reply", "rum"))
+    assert cl.summary == rumour and cl.summary_root == "rum"
+    c.add(ClusterInput("r1", "RT " + chatter, T0 + 10, "repost", "chat"))  # re-delivered
+    c.add(ClusterInput("r2", "RT " + chatter, T0 + 11, "repost", "chat"))
+    assert cl.summary == rumour  # 2 against 2: still the rumour
+    assert set(cl.root_texts) == {"chat", "rum"} and len(cl.root_engagement) == 2
+
+
 def test_a_cluster_without_an_anchor_gets_one_from_its_first_embedded_root() -> None:
     # the early reply opens a cluster without a vector; its first new-root vector is not
     # used by a thread join, so a paraphrase cannot join it until some root anchors it
