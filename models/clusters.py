@@ -40,7 +40,7 @@ import numpy as np
 
 from models.embed import TextEmbedder, embed_key
 from models.minhash import MinHasher, MinHashLSH
-from models.race import denial_cues
+from models.race import has_denial_cue
 from models.text import hashtags
 
 ENGAGEMENT_KINDS = ("reply", "repost", "quote")
@@ -467,7 +467,7 @@ class OnlineClusterer:
             if len(c.terms) > 16 * s.top_terms:
                 c.terms = Counter(dict(c.terms.most_common(4 * s.top_terms)))
             if is_root and words and not p.official and len(c.root_texts) < SUMMARY_ROOTS \
-                    and not denial_cues(p.text):  # a copy of a rebuttal is not the claim
+                    and not has_denial_cue(p.text):  # a copy of a rebuttal is not the claim
                 c.root_texts[p.id] = p.text[:SUMMARY_CHARS]
             if not c.summary and p.kind != "repost" and words:
                 c.summary = p.text

@@ -48,6 +48,7 @@ __all__ = [
     "RebuttalRace",
     "SimilarityFn",
     "denial_cues",
+    "has_denial_cue",
     "rebuttal_minutes",
     "rebuttals_summary",
     "similarity",
@@ -436,6 +437,9 @@ _DENIAL_PATTERNS: tuple[tuple[str, str], ...] = (
     ("unconfirmed", r"\bunconfirmed (?:report|news|post)\w*"),
 )
 _DENIAL_RE = tuple((name, re.compile(rx)) for name, rx in _DENIAL_PATTERNS)
+# all of them as one alternation: whether any matches, in one pass (~4 µs against ~32 µs
+# for the 24 searches; the clusterer asks this of every root on the rumour stage's path)
+_ANY_DENIAL = re.compile("|".join(f"(?:{rx})" for _, rx in _DENIAL_PATTERNS))
 
 
 def denial_cues(text: str, lang: str | None = None) -> list[str]:
@@ -443,6 +447,11 @@ def denial_cues(text: str, lang: str | None = None) -> list[str]:
     del lang  # both languages are always checked: officials mix them
     folded = _clean(text)
     return [name for name, rx in _DENIAL_RE if rx.search(folded)]
+
+
+def has_denial_cue(text: str) -> bool:
+    """``bool(denial_cues(text))``, in one regex pass."""
+    return _ANY_DENIAL.search(_clean(text)) is not None
 
 
 ClusterSpec = tuple[str, str] | tuple[str, str, SimilarityFn | None]

@@ -17,6 +17,7 @@ from models.race import (
     RaceConfig,
     RebuttalRace,
     denial_cues,
+    has_denial_cue,
     rebuttal_minutes,
     rebuttals_summary,
     similarity,
@@ -267,5 +268,12 @@ def test_suggest_rebuttals_units() -> None:
     assert "no incident" in denial_cues("There was no incident at the Dam")
     assert "debunk" in denial_cues("Debunked: the video is from 2019")
     assert denial_cues("Tram 4 rijdt niet via de Dam") == []
+    # the one-pass check agrees with the cue list, on real festival traffic and edge cases
+    texts = [p["text"] for p in generate("rumour-rebuttal", seed=3, n_posts=3000).posts]
+    texts += ["Dit is een fabeltje en een gerucht", "There was no incident at the Dam",
+              "Debunked: the video is from 2019", "Tram 4 rijdt niet via de Dam", "", "#nep",
+              "Er is GEEN bommelding bij Centraal Station", "@politie niet waar https://x.nl"]
+    assert any(denial_cues(t) for t in texts) and not all(denial_cues(t) for t in texts)
+    assert [has_denial_cue(t) for t in texts] == [bool(denial_cues(t)) for t in texts]
     assert similarity("Er is geen bommelding", "Bomb threat at Dam") > 0.2
     assert similarity("Fijne Koningsdag!", "Bomb threat at Dam") < 0.2
