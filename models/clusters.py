@@ -62,30 +62,28 @@ for with from by as not no but if so just all any can could will would there the
 they them we our you your he she his her my me i has have had do does did than then
 """.split()  # noqa: SIM905
 )
-# function words of 4+ letters (nl + en, folded as claim_words folds them) that
-# :func:`anchor_words` must not count as a shared place or object: "alles" let "Bommelding
-# bij Amsterdam Centraal, ze zijn alles aan het ontruimen" join "Geen tram meer richting
-# vondelpark, alles staat vast" (cosine 0.89) and pull the demo's planted rumour into a
-# cluster of tram and crowding chatter
+# function words of 4+ letters (nl + en, folded as claim_words folds them; the STOPWORDS
+# are gone already) that :func:`anchor_words` must not count as a shared place or object:
+# "alles" let "Bommelding bij Amsterdam Centraal, ze zijn alles aan het ontruimen" join
+# "Geen tram meer richting vondelpark, alles staat vast" (cosine 0.89) and pull the demo's
+# planted rumour into a cluster of tram and crowding chatter
 ANCHOR_STOPWORDS = frozenset(
     """
 alles iets niets niks iemand niemand iedereen allemaal elke ieder iedere welke wanneer
-waarom omdat want terwijl sinds zonder onder tussen tegen naar over door meer meest minder
-veel weinig weer even echt gewoon heel helemaal eigenlijk misschien toch altijd nooit
-ergens overal nergens andere anders zelf zelfs samen alleen jouw jullie onze zich
-moet moeten mogen kunnen konden zullen zouden willen wilde hebben heeft hadden worden
-werden wordt gaat gaan ging komt komen kwam doet doen deed staat staan stond zegt zeggen
-zien ziet laat laten maakt maken krijg krijgt weet weten denk denkt vind vindt
-this that these those there here what which whom whose when where have having been being
-does done doing will would shall should could might must none nothing some each every
-both either neither else because though although while until unless since after before
-from with without about into onto over under between through during against among down
-again further once only also very more most much many less least still already soon ever
-even back away well don't doesn't didn't isn't aren't wasn't weren't can't couldn't won't
-wouldn't shouldn't hasn't haven't hadn't you're we're they're let's here's there's that's
-what's who's someone anyone everyone something anything everything other another same
-such really like going gonna your yours their theirs them they ours mine just know think
-want says said make made getting tell told
+waarom omdat want terwijl sinds zonder onder tussen tegen meer meest minder veel weinig
+weer helemaal eigenlijk misschien toch altijd nooit ergens overal nergens andere anders
+zelf zelfs samen alleen jouw jullie zich moet moeten mogen kunnen konden zullen zouden
+willen wilde hadden werden gaat gaan ging komt komen kwam doet doen deed staat staan
+stond zegt zeggen zien ziet laat laten maakt maken krijg krijgt weet weten denk denkt
+vind vindt here what which whom whose when where having being done doing shall should
+might must none nothing some each every both either neither else because though although
+while until unless since after before without about into onto under between through
+during against among down again further once only also very more most much many less
+least still already soon ever back away well don't doesn't didn't isn't aren't wasn't
+weren't can't couldn't won't wouldn't shouldn't hasn't haven't hadn't you're we're
+they're let's here's there's that's what's who's someone anyone everyone something
+anything everything other another same such really like going gonna yours theirs ours
+mine know think want says said make made getting tell told
 """.split()  # noqa: SIM905
 )
 
