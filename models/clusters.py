@@ -465,7 +465,7 @@ class OnlineClusterer:
             if len(c.terms) > 16 * s.top_terms:
                 c.terms = Counter(dict(c.terms.most_common(4 * s.top_terms)))
             if is_root and words and not p.official and len(c.root_texts) < SUMMARY_ROOTS \
-                    and not has_denial_cue(p.text):  # a copy of a rebuttal is not the claim
+                    and not has_denial_cue(p.text, hedges=False):  # a rebuttal is no claim
                 c.root_texts[p.id] = p.text[:SUMMARY_CHARS]
             if not c.summary and p.kind != "repost" and words:
                 c.summary = p.text

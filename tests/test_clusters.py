@@ -553,6 +553,30 @@ def test_the_summary_is_the_claim_people_engage_with_not_the_first_chatter() -> 
     assert set(cl.root_texts) == {"chat", "rum"} and len(cl.root_engagement) == 2
 
 
+def test_a_hedged_rumour_can_be_the_summary_but_a_denial_cannot() -> None:
+    """The rebuttal matcher counts hedges ("gerucht", "rumours", "onbevestigd bericht",
+    "unconfirmed report") as denial cues, because rebuttals quote them. A rumour phrased as
+    one ("Gerucht: ...") states the claim, so it may name its cluster; a root that denies
+    ("... is nepnieuws", "there is no ...") may not, hedge or not."""
+    hedged = "Gerucht: schoten gelost bij de Leidsestraat, iedereen rent weg"
+    rumours = "Rumours of a shooter at Leidsestraat, stay away"
+    denial = "Dat gerucht over schoten bij de Leidsestraat is nepnieuws"
+    english = "There is no shooter at Leidsestraat, the rumour is false"
+    fake = FakeEmbedder({hedged: _angle(0), rumours: _angle(5), denial: _angle(10),
+                         english: _angle(15)})
+    c = OnlineClusterer(ClusterSettings(), fake)
+    cid = c.add(ClusterInput("h", hedged, T0)).cluster_id
+    for i, (pid, text) in enumerate([("r", rumours), ("d", denial), ("e", english)]):
+        assert c.add(ClusterInput(pid, text, T0 + 1 + i)).cluster_id == cid
+    cl = c.clusters[cid]
+    assert cl.summary == hedged and cl.summary_root == "h"
+    assert set(cl.root_texts) == {"h", "r"}
+    for i in range(3):  # the denials spread, the second hedged rumour is engaged with
+        c.add(ClusterInput(f"d{i}", "RT " + denial, T0 + 5 + i, "repost", "d"))
+    c.add(ClusterInput("q", "is dit waar??", T0 + 9, "reply", "r"))
+    assert cl.summary == rumours and cl.summary_root == "r"
+
+
 def test_a_cluster_without_an_anchor_gets_one_from_its_first_embedded_root() -> None:
     # the early reply opens a cluster without a vector; its first new-root vector is not
     # used by a thread join, so a paraphrase cannot join it until some root anchors it

@@ -14,6 +14,7 @@ from models.event import EventConfig
 from models.generate import generate
 from models.official import OfficialRegistry
 from models.race import (
+    HEDGE_CUES,
     RaceConfig,
     RebuttalRace,
     denial_cues,
@@ -275,5 +276,15 @@ def test_suggest_rebuttals_units() -> None:
               "Er is GEEN bommelding bij Centraal Station", "@politie niet waar https://x.nl"]
     assert any(denial_cues(t) for t in texts) and not all(denial_cues(t) for t in texts)
     assert [has_denial_cue(t) for t in texts] == [bool(denial_cues(t)) for t in texts]
+    texts += ["Gerucht: schoten op de Dam", "Rumours of a shooter at the Dam",
+              "Onbevestigd bericht: brand bij Centraal", "Unconfirmed reports of a stabbing",
+              "Het gerucht klopt niet", "The rumour is false"]
+    assert [has_denial_cue(t, hedges=False) for t in texts] == \
+        [bool(set(denial_cues(t)) - HEDGE_CUES) for t in texts]
+    hedged = texts[-6:-2]  # each names the rumour with one of the four hedge cues
+    assert {c for t in hedged for c in denial_cues(t)} == HEDGE_CUES
+    assert not any(has_denial_cue(t, hedges=False) for t in hedged)
+    assert all(has_denial_cue(t) for t in hedged)
+    assert has_denial_cue("Het gerucht klopt niet", hedges=False)
     assert similarity("Er is geen bommelding", "Bomb threat at Dam") > 0.2
     assert similarity("Fijne Koningsdag!", "Bomb threat at Dam") < 0.2
