@@ -138,13 +138,6 @@ class Pipeline:
             store, on_error=lambda _exc: self.rebuild_metrics.store_errors.labels(
                 self.event_name).inc(),
             stopping=self._stopping)
-        self.metrics = PipelineMetrics(
-            registry, self.event_name,
-            areas=[a.name for a in event.areas] if event else (),
-            topics=[t.name for t in event.topics] if event else (),
-        )
-        self.safety_metrics = SafetyMetrics(
-            registry, self.event_name, areas=[a.name for a in event.areas] if event else ())
         #: what this process runs (``worker_role``): "all", "ingest" (no rumour stage here:
         #: a rumour process reads posts.claims) or "rumours" (the rumour stage only)
         self.role = settings.worker_role
@@ -153,6 +146,17 @@ class Pipeline:
         if self.role == "ingest":  # the rumour stage runs in the other process
             tracker = None
         ingest = self.role != "rumours"
+        # the rumour process reads no posts.raw: it exports no zero post-count series of its
+        # own next to the ingest side's (its lag, stall and store series are its own)
+        self.metrics = PipelineMetrics(
+            registry, self.event_name,
+            areas=[a.name for a in event.areas] if event else (),
+            topics=[t.name for t in event.topics] if event else (),
+            warm=ingest,
+        )
+        self.safety_metrics = SafetyMetrics(
+            registry, self.event_name, areas=[a.name for a in event.areas] if event else (),
+            warm=ingest)
         #: posts.claims is written here: for this process's rumour stage or a rumour process
         self.feeds_claims = ingest and (tracker is not None or (
             self.role == "ingest" and settings.rumours_enabled))

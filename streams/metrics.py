@@ -37,7 +37,9 @@ def platform_label(platform: str | None) -> str:
 
 class PipelineMetrics:
     def __init__(self, registry: CollectorRegistry, event: str, *, areas: Sequence[str] = (),
-                 topics: Sequence[str] = ()) -> None:
+                 topics: Sequence[str] = (), warm: bool = True) -> None:
+        """``warm``: create the per-reason, per-area and per-topic series at 0 (a process that
+        reads no posts.raw, the rumour process, does not, so it exports no such series)."""
         self.event = event
         self.consumed = Counter(
             "crowdwatch_posts_consumed", "Records read from posts.raw (incl. re-deliveries)",
@@ -104,6 +106,8 @@ class PipelineMetrics:
             registry=registry)
 
         # series that exist from the start read as 0, not "no data", on dashboards
+        if not warm:
+            return
         for reason in RejectReason:
             self.rejected.labels(reason.value)
         for area in (*areas, NO_AREA):
@@ -225,13 +229,13 @@ class SafetyMetrics:
     four categories."""
 
     def __init__(self, registry: CollectorRegistry, event: str, *,
-                 areas: Sequence[str] = ()) -> None:
+                 areas: Sequence[str] = (), warm: bool = True) -> None:
         self.event = event
         self.posts = Counter(
             "crowdwatch_safety_posts",
             "Unique crowd-safety posts by area ('none' = no area) and category",
             ["event", "area", "category"], registry=registry)
-        for area in (*areas, NO_AREA):
+        for area in (*areas, NO_AREA) if warm else ():
             for category in SAFETY_CATEGORIES:
                 self.posts.labels(event, area, category)
 

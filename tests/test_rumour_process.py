@@ -66,6 +66,28 @@ def test_the_rumours_role_runs_only_the_rumour_stage(tmp_path: Path) -> None:
         _pipeline(_settings(tmp_path / "x", worker_role="rumours"), tracker=False)
 
 
+def _series(registry: CollectorRegistry, family: str) -> list[dict[str, str]]:
+    return [s.labels for m in registry.collect() if m.name == family for s in m.samples
+            if s.name.endswith("_total")]
+
+
+def test_only_the_ingest_side_exports_the_zero_post_count_series(tmp_path: Path) -> None:
+    """The rumour process reads posts.claims, not posts.raw: it exports no per-reason,
+    per-area or per-topic post counts at 0 beside the ingest side's, so a query or alert
+    grouped by instance never sees a rumour process that 'rejects nothing' or 'has no
+    safety posts'. Its rumour series are warm there, and only there."""
+    ingest = _pipeline(_settings(tmp_path / "i", worker_role="ingest"), tracker=True)
+    rumours = _pipeline(_settings(tmp_path / "r", worker_role="rumours"), tracker=True)
+    for family in ("crowdwatch_posts_rejected", "crowdwatch_posts_by_area",
+                   "crowdwatch_posts_by_topic", "crowdwatch_safety_posts"):
+        assert _series(ingest.registry, family), family
+        assert not _series(rumours.registry, family), family
+    assert rumours.registry.get_sample_value("crowdwatch_rumour_flagged_clusters",
+                                             {"event": rumours.event_name}) == 0
+    assert ingest.registry.get_sample_value("crowdwatch_rumour_flagged_clusters",
+                                            {"event": ingest.event_name}) is None
+
+
 def test_the_child_gets_its_own_role_group_and_port(tmp_path: Path) -> None:
     event = tmp_path / "event.yaml"
     s = _settings(tmp_path, app_id="cp-amsterdam", web_port=7000, rumour_process=True,
