@@ -4,8 +4,8 @@ A cheap linear model for the streaming worker (no transformer pass of its own) o
 block of *language-independent cue features*: Dutch and English lexicon hits (query / deny
 / support / rumour-hedging / negation / comment / insult / sarcasm / doubt cues, for post
 and parent), punctuation, "is a root post", length, word overlap with the parent.  The cue
-block is shared by both languages, so a model trained on English RumourEval threads
-transfers to Dutch through it.
+block is shared by both languages, so a model trained on English RumourEval threads (plus
+80 Dutch replies, ``models/training/data/nl-stance-dev``) transfers to Dutch through it.
 
 The code can also add hashed word uni/bigrams and word-edge character n-grams of the post
 and of the parent (``FeatureConfig.dim > 0``).  The shipped model has them off
@@ -37,7 +37,7 @@ from models.evaluation import ClassificationReport, classification_report
 from models.text import fold
 
 STANCES: tuple[str, ...] = ("support", "deny", "query", "comment")
-LEXICON_VERSION = "stance-cues-2"
+LEXICON_VERSION = "stance-cues-3"
 FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "stance-default"
 
@@ -87,6 +87,17 @@ _QUERY = (
     "wat is uw bron", "bewijs?", "link?", "echt?", "serieus?", "zeker weten?", "wie zegt",
     "waar staat dat", "waar heb je dat", "hoe weet je", "meer info", "wat is er gebeurd",
     "is er al", "weten jullie", "waar?", "waar komt dit vandaan",
+    # colloquial Dutch (stance-cues-3; no English phrase added, see docs/stance-model.md)
+    "kan dit kloppen", "kan dat kloppen", "kan het kloppen", "waar haal je dat vandaan",
+    "waar haalt u dat vandaan", "waar komt dat vandaan", "waar lees je dat", "waar zie je dat",
+    "heb je een bron", "heeft u een bron", "heb je bron", "bron graag", "bron aub", "bron pls",
+    "bronvermelding", "bron ervan", "bron hiervan", "linkje?", "linkje", "heb je een link",
+    "heb je een linkje", "filmpje?", "beelden?", "meer info?", "iemand meer info",
+    "iemand meer nieuws", "iemand info", "weet er iemand", "weet jij", "weet u",
+    "wat is daar aan de hand", "wat is hier aan de hand", "wat is er aan de hand",
+    "wat gebeurt er", "wat gebeurt daar", "wat gebeurt hier", "meen je dat", "meen je dit",
+    "hoezo", "huh?", "is dit van vandaag", "is dit oud", "is dit recent", "van wanneer is dit",
+    "is dit nieuw", "al iets bekend", "is er meer bekend", "zegt de politie er iets",
 )
 _DENY = (
     # English
@@ -106,6 +117,16 @@ _DENY = (
     "trap er niet in", "stop met verspreiden", "niet delen", "niet doorsturen", "is niet",
     "was niet", "heeft niet", "zijn niet", "geen sprake", "niets van waar", "niks van waar",
     "achterhaald", "oud nieuws", "oude foto", "old photo", "old video", "oude video",
+    # colloquial Dutch (stance-cues-3)
+    "lulkoek", "kletskoek", "flauwekul", "larie", "gelul", "geleuter", "fakenieuws",
+    "slaat nergens op", "slaat kant noch wal", "geloof er niks van", "geloof er niets van",
+    "geloof ik niks van", "geloof ik niets van", "niks aan de hand", "niets aan de hand",
+    "niks van aan", "niets van aan", "niks gebeurd", "niets gebeurd", "ontkracht",
+    "sprookje", "sprookjes", "verzinsel", "verzinsels", "overdreven", "onjuist",
+    "oude beelden", "oud filmpje", "oude filmpje", "oude filmpjes", "van vorig jaar",
+    "van jaren geleden", "was vuurwerk", "gewoon vuurwerk", "alles is normaal",
+    "alles normaal", "gewoon rustig", "is het rustig", "niks te zien", "niets te zien",
+    "niks aan de", "niets aan de",
 )
 _SUPPORT = (
     # English
@@ -120,6 +141,12 @@ _SUPPORT = (
     "volgens de politie", "volgens", "meldt", "melden", "gemeld", "laatste nieuws", "net gezien",
     "ik was erbij", "ik zag", "ik zie", "ooggetuige", "ooggetuigen", "zojuist", "zegt de politie",
     "politie bevestigt", "ja", "klopt", "echt gebeurd", "gebeurt nu", "nu live",
+    # colloquial Dutch (stance-cues-3)
+    "idd", "met eigen ogen", "zelf gezien", "heb het gezien", "ik heb het gezien",
+    "kan het bevestigen", "kan ik bevestigen", "kan bevestigen", "klopt helaas",
+    "helaas waar", "helaas wel", "het is echt zo", "ik sta er", "ik sta hier", "sta er nu",
+    "sta hier nu", "ik ben er", "ik zit er", "ik hoorde", "hoorde ook", "ik hoor het ook",
+    "staat ook op", "zie het ook", "ik zie het ook",
 )
 _HEDGE = (
     "rumour", "rumours", "rumor", "rumors", "rumoured", "rumored", "reportedly", "allegedly",
@@ -136,6 +163,10 @@ _COMMENT = (
     "sad", "terrible", "horrible", "awful", "god", "thank you", "thanks", "love", "hate",
     "disgusting", "shame", "rust zacht", "sterkte", "bidden", "verschrikkelijk", "triest",
     "wat erg", "jeetje", "bedankt", "dank", "walgelijk", "schande", "vreselijk", "mooi",
+    # colloquial Dutch (stance-cues-3)
+    "pas goed op", "pas op jezelf", "wees voorzichtig", "blijf veilig", "hopelijk",
+    "ik hoop", "gelukkig", "pff", "hahaha", "hihi", "wauw", "gezellig", "heerlijk",
+    "genieten", "prachtig", "proost",
 )
 # three cue classes for the hard "deny" class (added in stance-cues-2): insults, sarcasm
 # and calls for caution / disbelief; most gold "deny" replies carry no explicit denial.
@@ -148,12 +179,15 @@ _INSULT = (
     "idioot", "idioten", "sukkel", "sukkels", "wat dom", "hoe dom", "zo dom", "dombo",
     "debiel", "achterlijk", "kop dicht", "hou je mond", "rot op", "oprotten", "lachwekkend",
     "belachelijk",
+    "kneus", "eikel", "malloot", "halve gare", "gestoord", "randdebiel",
 )
 _SARCASM = (
     "sure", "yeah right", "oh wait", "sure they did", "of course", "right.", "riiight",
     "as if", "give me a break", "nice try", "wonderful", "yeah sure",
     "ja hoor", "tuurlijk", "zal wel", "jaja", "ja ja", "ja natuurlijk", "vast wel",
     "mooi verhaal", "nou nou", "laat me niet lachen",
+    "ja vast", "vast en zeker", "tuurlijk joh", "geloof je het zelf", "geloof je zelf",
+    "ammehoela", "ja dag",
 )
 _DOUBT = (
     "who believes", "no one believes", "nobody believes", "do not spread", "don't spread",
@@ -163,6 +197,9 @@ _DOUBT = (
     "wie gelooft", "niemand gelooft", "niet verspreiden", "verspreid geen", "voorbarig",
     "conclusies trekken", "eerst de feiten", "wacht op de feiten", "doet er niet toe",
     "complot", "complottheorie", "niet bewezen",
+    "afwachten", "niet zomaar delen", "klakkeloos", "check je bronnen", "eerst checken",
+    "geloof niet alles", "niet alles geloven", "paniek zaaien", "paniekzaaierij",
+    "bangmakerij", "zaai geen paniek",
 )
 _QWORDS = frozenset((
     "what", "why", "how", "who", "where", "when", "which", "is", "are", "do", "does", "did",

@@ -5,7 +5,10 @@
 Data: ``stance/rumoureval2017-traindev.{posts,labels}.jsonl`` (English PHEME reply threads).
 Every thread is assigned to its PHEME event (from the source post's hashtags/keywords, then
 its date) and everything is validated **leave-one-event-out**: a model trained on the other
-events predicts the held-out event; threads never straddle a split.  The cue block's L2
+events predicts the held-out event; threads never straddle a split.  The ``--extra`` sets
+(default: the 80 Dutch replies of ``models/training/data/nl-stance-dev``) join every
+training set and are never held out; the ``--test-set`` files (default: the Dutch
+``nl-stance-test``) only score the shipped model.  The cue block's L2
 (from ``L2_DENSE_GRID``) and the per-class decision offsets are chosen *nested*: for each
 held-out event they are picked on inner leave-one-event-out predictions of the remaining
 events only, so the reported figures never saw the held-out event.  The shipped model is
@@ -40,6 +43,7 @@ from models.stance import (
     STANCES,
     FeatureConfig,
     LinearStanceClassifier,
+    evaluate_stance,
     featurize,
     parent_texts,
 )
@@ -47,6 +51,12 @@ from models.stance import (
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_OUT = ROOT / "models" / "weights" / "stance-default"
+# Dutch replies written for the project (docs/stance-model.md, "Dutch"): the dev set joins
+# every training set and is never held out; the test set is only ever scored
+NL_DATA = ROOT / "models" / "training" / "data"
+DEFAULT_EXTRA = NL_DATA / "nl-stance-dev"
+DEFAULT_TEST = NL_DATA / "nl-stance-test"
+EXTRA_EVENT = "extra:"  # event name prefix of rows that are always trained on
 K = len(STANCES)
 LAB = {s: i for i, s in enumerate(STANCES)}
 
@@ -96,17 +106,40 @@ class Dataset:
     idx: list[np.ndarray]
     dense: np.ndarray
 
+    @property
+    def fixed(self) -> np.ndarray:
+        """Rows that are always trained on and never held out (``--extra`` sets)."""
+        return np.asarray([e.startswith(EXTRA_EVENT) for e in self.events], dtype=bool)
+
 
 def load_rumoureval(data: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    base = data / "stance" / "rumoureval2017-traindev"
-    posts = [json.loads(line) for line in base.with_suffix(".posts.jsonl").read_text(
+    return load_labelled(data / "stance" / "rumoureval2017-traindev")
+
+
+def load_labelled(base: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """``BASE.posts.jsonl`` (canonical posts) and the ``stance`` of ``BASE.labels.jsonl``."""
+    posts = [json.loads(line) for line in Path(f"{base}.posts.jsonl").read_text(
         encoding="utf-8").splitlines() if line.strip()]
     gold = {}
-    for line in base.with_suffix(".labels.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in Path(f"{base}.labels.jsonl").read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
             gold[str(row["id"])] = str(row["stance"])
     return posts, gold
+
+
+def build_extra(base: Path, cfg: FeatureConfig) -> Dataset:
+    """A labelled set that joins every training set (event ``extra:NAME``)."""
+    posts, gold = load_labelled(base)
+    ds = build(posts, gold, cfg)
+    ds.events = [EXTRA_EVENT + base.name] * len(ds.y)
+    return ds
+
+
+def concat(a: Dataset, b: Dataset) -> Dataset:
+    return Dataset(a.ids + b.ids, a.texts + b.texts, a.parents + b.parents,
+                   np.concatenate([a.y, b.y]), a.events + b.events, a.idx + b.idx,
+                   np.vstack([a.dense, b.dense]))
 
 
 def build(posts: list[dict[str, Any]], gold: dict[str, str], cfg: FeatureConfig) -> Dataset:
@@ -291,13 +324,16 @@ def tune_offsets(logp: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def oof_logp(ds: Dataset, sel: np.ndarray, cfg: FeatureConfig, hp: HParams,
              seed: int) -> np.ndarray:
-    """Leave-one-event-out log-probabilities for the rows ``sel``."""
+    """Leave-one-event-out log-probabilities for the rows ``sel`` that can be held out
+    (``--extra`` rows are always in the training side and get no prediction)."""
+    fixed = ds.fixed[sel]
     events = np.asarray(ds.events)[sel]
-    out = np.zeros((len(sel), K))
-    for ev in sorted(set(events)):
+    held = sel[~fixed]
+    out = np.zeros((len(held), K))
+    for ev in sorted(set(events[~fixed])):
         test = events == ev
         model = train(ds, sel[~test], cfg, hp, seed)
-        out[test] = scores(model, ds, sel[test])
+        out[events[~fixed] == ev] = scores(model, ds, sel[test])
     return out
 
 
@@ -307,10 +343,11 @@ def _select(ds: Dataset, rows: np.ndarray, cfg: FeatureConfig, grid: list[HParam
     ``rows`` only: (index into ``grid``, its offsets tuned on those predictions, the
     macro-F1 they reach, the predictions).  Ties keep the earlier grid entry."""
     best: tuple[int, np.ndarray, float, np.ndarray] | None = None
+    y = ds.y[rows[~ds.fixed[rows]]]
     for g, hp in enumerate(grid):
         lp = oof_logp(ds, rows, cfg, hp, seed)
-        off = tune_offsets(lp, ds.y[rows])
-        f = macro_f1(ds.y[rows], (lp + off).argmax(1))
+        off = tune_offsets(lp, y)
+        f = macro_f1(y, (lp + off).argmax(1))
         if best is None or f > best[2] + 1e-9:
             best = (g, off, f, lp)
     if best is None:
@@ -329,7 +366,7 @@ def loeo_report(ds: Dataset, cfg: FeatureConfig, hp: HParams | list[HParams], se
     logp = np.zeros((len(ds.y), K))
     pred_nested = np.zeros(len(ds.y), dtype=np.int64)
     per_event: dict[str, Any] = {}
-    for ev in sorted(set(ds.events)):
+    for ev in sorted(set(events[~ds.fixed])):
         test = events == ev
         train_rows = allrows[~test]
         if nested:
@@ -348,7 +385,9 @@ def loeo_report(ds: Dataset, cfg: FeatureConfig, hp: HParams | list[HParams], se
             "offsets": [round(float(v), 2) for v in off],
             "l2_dense": grid[g].l2_dense,
         }
-    y = ds.y
+    # the figures are over the rows that were held out (not the --extra rows)
+    held = ~ds.fixed
+    y, logp, pred_nested = ds.y[held], logp[held], pred_nested[held]
     # the shipped configuration: grid entry and offsets chosen on all events' LOEO output
     g_all, pooled_off, pooled_f1, pooled_logp = _select(ds, allrows, cfg, grid, seed)
     return {
@@ -388,6 +427,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=HParams.steps)
     ap.add_argument("--no-nested", action="store_true", help="skip nested offset tuning")
     ap.add_argument("--no-write", action="store_true", help="report only")
+    ap.add_argument("--extra", type=Path, nargs="*", default=[DEFAULT_EXTRA],
+                    metavar="BASE",
+                    help="labelled sets (BASE.posts.jsonl + BASE.labels.jsonl) that join every "
+                         "training set and are never held out; default: the Dutch dev set; "
+                         "none with a bare --extra")
+    ap.add_argument("--test-set", type=Path, nargs="*", default=[DEFAULT_TEST],
+                    metavar="BASE",
+                    help="labelled sets the shipped model is scored on after training "
+                         "(never trained on); default: the Dutch test set")
     args = ap.parse_args(argv)
 
     t0 = time.time()
@@ -398,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
                     not args.no_standardise) for v in args.l2_dense.split(",") if v.strip()]
     posts, gold = load_rumoureval(args.data)
     ds = build(posts, gold, cfg)
+    for base in args.extra:
+        ds = concat(ds, build_extra(base, cfg))
     ev_counts = Counter(ds.events)
     print(f"posts {len(ds.y)}  labels {dict(Counter(STANCES[k] for k in ds.y))}")  # noqa: T201
     print(f"events {dict(sorted(ev_counts.items()))}")  # noqa: T201
@@ -408,8 +458,19 @@ def main(argv: list[str] | None = None) -> int:
 
     model = train(ds, np.arange(len(ds.y)), cfg, hp, args.seed)
     model.offsets = np.asarray(rep["pooled_offsets"], dtype=np.float32)
+    tests: dict[str, Any] = {}
+    for base in args.test_set:
+        tposts, tgold = load_labelled(base)
+        report = evaluate_stance(tposts, tgold, model)
+        tests[base.name] = {"n": report.n, "macro_f1": round(report.macro_f1, 4),
+                            "accuracy": round(report.accuracy, 4),
+                            "per_class_f1": {k: round(v, 4) for k, v in report.f1.items()}}
+    if tests:
+        print(json.dumps({"test_sets": tests}, indent=2))  # noqa: T201
     model.meta = {
-        "trained_on": "rumoureval2017-traindev (all events)", "seed": args.seed,
+        "trained_on": "rumoureval2017-traindev (all events)"
+                      + "".join(f" + {b.name}" for b in args.extra),
+        "test_sets": tests, "seed": args.seed,
         "hparams": hp.__dict__, "l2_dense_grid": [h.l2_dense for h in grid],
         "loeo": {k: rep[k] for k in ("pooled_macro_f1_nested_offsets",
                                      "per_class_f1_nested_offsets",
