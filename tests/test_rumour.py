@@ -449,6 +449,24 @@ def test_shipped_model_keeps_festival_chatter_below_hedged_incident_claims(
     assert max(p_chat) < 0.45 < 0.6 < min(p_claim), (p_chat, p_claim)
 
 
+@pytest.mark.slow
+def test_shipped_model_on_the_dutch_claims_test_set(with_e5: ClaimClassifier) -> None:
+    """The Dutch root posts written blind for the project (docs/rumour-model.md, "Dutch"):
+    the classifier alone at 0.5 scored 0.562 macro-F1 before the Dutch training rows (it
+    flagged 13 % of posts that are 40 % rumours) and 0.712 with them. The floor leaves room
+    for retraining; the figure recorded at training time is the same computation."""
+    from models.training.train_rumour import DEFAULT_TEST, macro_f1, read_labelled, roc_auc
+
+    rows = read_labelled(DEFAULT_TEST)
+    y = np.asarray([1.0 if lab else 0.0 for _, lab, _ in rows])
+    p = np.asarray(with_e5.probs([post for post, _, _ in rows]))
+    mf, _ = macro_f1(y, p)
+    assert len(rows) == 150 and mf >= 0.65 and roc_auc(y, p) >= 0.8, (mf, roc_auc(y, p))
+    recorded = with_e5.meta["test_sets"]["nl-claims-test"]
+    assert recorded["n"] == 150 and recorded["macro_f1"] >= 0.65
+    assert with_e5.meta["extra_sets"] == ["nl-claims-dev", "nl-chatter"]
+
+
 def test_untrained_classifier_is_neutral() -> None:
     assert ClaimClassifier.untrained().prob({"text": "anything"}) == pytest.approx(0.5)
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from models.training import train_rumour as tr
 
@@ -50,3 +51,48 @@ def test_chatter_rows_train_as_a_one_class_pseudo_event_never_held_out(tmp_path:
     assert np.allclose(w[3:], w[3])
     # both classes weigh the same overall
     assert np.isclose(w[ds.y == 1].sum(), w[ds.y == 0].sum())
+
+
+@pytest.mark.parametrize("base", [*tr.DEFAULT_EXTRA, tr.DEFAULT_TEST], ids=lambda b: b.name)
+def test_the_dutch_claim_sets_are_canonical_labelled_root_posts(base: Path) -> None:
+    rows = tr.read_labelled(base)
+    posts = [post for post, _, _ in rows]
+    assert len({str(p["id"]) for p in posts}) == len(posts) >= 100
+    assert all(str(p["text"]).strip() and not p.get("reply_to") for p in posts)
+    assert {ev for _, _, ev in rows} == {f"extra:{base.name}"}
+    labels = [lab for _, lab, _ in rows]
+    if base.name == "nl-chatter":
+        assert not any(labels)  # everyday posts: non-rumours only
+    else:
+        assert 0.3 <= sum(labels) / len(labels) <= 0.5
+
+
+def test_the_dutch_claim_test_set_never_meets_the_training_sets() -> None:
+    test = {str(p["text"]) for p, _, _ in tr.read_labelled(tr.DEFAULT_TEST)}
+    for base in tr.DEFAULT_EXTRA:
+        assert not test & {str(p["text"]) for p, _, _ in tr.read_labelled(base)}
+
+
+def test_extra_sets_are_pseudo_events_of_their_own_never_held_out(tmp_path: Path) -> None:
+    """Each --extra set gets its own event index past the chatter's, so sample_weights
+    weighs a two-class set by its classes and a one-class set as a one-class event, and
+    the leave-one-event-out loops (over tr.EVENTS) never hold it out."""
+    dev = tr.read_labelled(tr.DEFAULT_EXTRA[0])
+    chat = tr.read_labelled(tr.DEFAULT_EXTRA[1])
+    pheme = [({"id": "1", "text": "BREAKING: shots fired, unconfirmed"}, True, "ferguson"),
+             ({"id": "2", "text": "Police confirm the road is closed"}, False, "ferguson")]
+    ds = tr.featurise(pheme + dev + chat, 10)
+    ds.event[2:2 + len(dev)] = len(tr.EVENTS) + 1
+    ds.event[2 + len(dev):] = len(tr.EVENTS) + 2
+    w = tr.sample_weights(ds, np.arange(ds.n), one_class_weight=0.3)
+    dev_w, dev_y = w[2:2 + len(dev)], ds.y[2:2 + len(dev)]
+    for c in (0, 1):  # a two-class event: one weight per class, both classes present
+        assert np.allclose(dev_w[dev_y == c], dev_w[dev_y == c][0])
+    # within the set, both classes weigh the same before the overall class balance, which
+    # scales every rumour by w[0] / 1 and every non-rumour by w[1] / 1 (ferguson: 1 + 1)
+    n, pos = len(dev_y), int(dev_y.sum())
+    assert dev_w[dev_y == 1][0] / w[0] == pytest.approx(n / (2 * pos))
+    assert dev_w[dev_y == 0][0] / w[1] == pytest.approx(n / (2 * (n - pos)))
+    chat_w = w[2 + len(dev):]
+    assert np.allclose(chat_w, 0.3 * w[1])  # a one-class event: one_class_weight per post
+    assert not set(ds.event[2:].tolist()) & set(range(len(tr.EVENTS)))

@@ -18,7 +18,11 @@ Embeddings of the PHEME posts are cached once under ``--embed-cache`` (default /
 ``--chatter N`` (default 100) adds N everyday tweets per language (the shared sentiment
 sets' UMSAB train splits) to the embedding model's training sets as non-rumours of a
 pseudo-event that is never held out: PHEME holds only incident news, and without them the
-model gave festival chatter P(rumour) around 0.5.
+model gave festival chatter P(rumour) around 0.5.  ``--extra`` sets join the embedding
+model's training sets the same way, each a pseudo-event of its own (default, in
+``models/training/data``: ``nl-claims-dev``, 120 Dutch root posts at Dutch events, half
+rumours; ``nl-chatter``, 240 everyday Dutch posts); the ``--test-set`` files (default: the
+Dutch ``nl-claims-test``) only score the shipped classifier.
 
 Training: full-batch logistic regression in numpy (Adam on the L2-regularised,
 sample-weighted log loss).  Sample weights make the two classes weigh the same within
@@ -120,6 +124,28 @@ def read_posts(data: Path) -> list[tuple[dict[str, object], bool, str]]:
 
 
 CHATTER = "chatter"  # the pseudo-event of everyday posts (never held out, never scored)
+# Dutch root posts written for the project (docs/rumour-model.md, "Dutch"): the dev set
+# trains, the test set is only scored
+NL_DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_EXTRA = (NL_DATA / "nl-claims-dev", NL_DATA / "nl-chatter")
+DEFAULT_TEST = NL_DATA / "nl-claims-test"
+
+
+def read_labelled(base: Path) -> list[tuple[dict[str, object], bool, str]]:
+    """``BASE.posts.jsonl`` with the ``rumour`` label of ``BASE.labels.jsonl``; the event is
+    the set's name (``extra:NAME``)."""
+    gold = {}
+    for line in Path(f"{base}.labels.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            gold[str(row["id"])] = bool(row["rumour"])
+    out: list[tuple[dict[str, object], bool, str]] = []
+    for line in Path(f"{base}.posts.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            post = json.loads(line)
+            if str(post["id"]) in gold:
+                out.append((post, gold[str(post["id"])], f"extra:{base.name}"))
+    return out
 CHATTER_LANGUAGES = ("en", "de", "es", "fr", "it", "pt")
 
 
@@ -544,6 +570,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="everyday posts per language (UMSAB train, 6 languages) added to "
                     "every training set as non-rumours of a pseudo-event (weight as a "
                     "one-class event; the shipped model: 100); 0: none")
+    ap.add_argument("--extra", type=Path, nargs="*", default=list(DEFAULT_EXTRA),
+                    metavar="BASE",
+                    help="labelled root posts (BASE.posts.jsonl + BASE.labels.jsonl, field "
+                    "'rumour') added to every training set of the embedding model, each set a "
+                    "pseudo-event never held out (weighed like the PHEME events: a one-class "
+                    "set as --one-class-weight); default: the Dutch dev set and the Dutch "
+                    "everyday chatter; none with a bare --extra")
+    ap.add_argument("--test-set", type=Path, nargs="*", default=[DEFAULT_TEST],
+                    metavar="BASE", help="labelled root posts the shipped classifier is scored "
+                    "on after training (never trained on); default: the Dutch test set")
     ap.add_argument("--latency", action="store_true",
                     help="only replay RumourEval threads with the shipped model and print "
                          "the detection latency (no stance / oracle stance)")
@@ -562,17 +598,24 @@ def main(argv: list[str] | None = None) -> int:
     # RumourEval rumour threads (--latency)
     chatter = read_chatter(args.data, args.chatter, args.seed) \
         if args.chatter and embed_claims else []
+    # like the chatter, the extra sets train the embedding model only
+    extras = [read_labelled(base) for base in args.extra] if embed_claims else []
     pheme_rows = np.arange(len(items))
-    ds = featurise(items + chatter, args.bits)  # PHEME rows first: 0 .. len(items) - 1
+    ds = featurise(items + chatter + [row for rows in extras for row in rows], args.bits)
+    at = len(items) + len(chatter)  # PHEME rows first: 0 .. len(items) - 1
+    for k, rows in enumerate(extras):  # each extra set is a pseudo-event of its own
+        ds.event[at:at + len(rows)] = len(EVENTS) + 1 + k
+        at += len(rows)
     embedder: Any = None
     name = ""
     if args.embedder != "off":
         ds.emb, embedder = embed_posts(items, args.embedder, args.embed_cache,
                                        args.embed_precision)
-        if chatter:
-            extra, _ = embed_posts(chatter, args.embedder, args.embed_cache,
-                                   args.embed_precision)
-            ds.emb = np.vstack([ds.emb, extra])
+        for more in (chatter, *extras):
+            if more:
+                extra, _ = embed_posts(more, args.embedder, args.embed_cache,
+                                       args.embed_precision)
+                ds.emb = np.vstack([ds.emb, extra])
         name = EMBEDDER_NAMES[args.embedder]
     kw_cue: dict[str, Any] = {
         "bits": args.bits, "l2_dense": args.l2_dense, "l2_hash": args.l2_hash,
@@ -686,7 +729,13 @@ def main(argv: list[str] | None = None) -> int:
         if embed_claims:
             model.fallback = train(ds, pheme_rows, **kw_cue)
         params = score_fit(present, loeo_probs)
+        tests = {base.name: claim_report(model, read_labelled(base), args, embedder)
+                 for base in args.test_set} if embed_claims else {}
+        if tests:
+            print(f"test sets (classifier alone at 0.5): {json.dumps(tests)}")  # noqa: T201
         model.meta = {"seed": args.seed, "trained_on": present,
+                      "extra_sets": [base.name for base in args.extra] if extras else [],
+                      "test_sets": tests,
                       "settings": {k: v for k, v in kw.items() if k != "embedder_name"},
                       "fallback_settings": kw_cue if embed_claims else None,
                       "embedder": args.embedder, "clusterer": args.clusterer,
@@ -706,6 +755,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}: score coefficients {model.meta['score']}")  # noqa: T201
     print(f"took {time.perf_counter() - start:.1f}s", file=sys.stderr)  # noqa: T201
     return 0
+
+
+def claim_report(model: ClaimClassifier, rows: list[tuple[dict[str, object], bool, str]],
+                 args: argparse.Namespace, embedder: Any) -> dict[str, float]:
+    """The classifier alone on labelled root posts, at the decision threshold 0.5."""
+    vecs, _ = embed_posts(rows, args.embedder, args.embed_cache, args.embed_precision)
+    del embedder  # the vectors come from the same spec and format, cached
+    p = np.asarray(model.probs([post for post, _, _ in rows], vectors=vecs))
+    y = np.asarray([1.0 if lab else 0.0 for _, lab, _ in rows])
+    mf, rf = macro_f1(y, p)
+    return {"n": len(rows), "rumour_share": round(float(y.mean()), 4),
+            "macro_f1": round(mf, 4), "rumour_f1": round(rf, 4),
+            "auc": round(roc_auc(y, p), 4), "flagged": round(float((p >= 0.5).mean()), 4)}
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
