@@ -244,3 +244,24 @@ def test_the_demo_view_shows_why_its_clusters_score() -> None:
     console.print(view.render())
     text = console.export_text()
     assert "why" in text and "claim +0.9, spread +0.3" in text and "Bom bij de Dam?" in text
+
+
+def test_eval_reads_the_dutch_test_sets_as_they_are(tmp_path: Path) -> None:
+    """The README's commands on the Dutch test sets (models/training/data): labels beside
+    the posts, parents through reply_to; the stance figure is the one the model records."""
+    from models.stance import load_default_stance
+    from models.training.train_rumour import DEFAULT_TEST as CLAIMS_TEST
+    from models.training.train_stance import DEFAULT_TEST as STANCE_TEST
+
+    report = tmp_path / "stance.json"
+    res = runner.invoke(app, ["eval", "stance", f"{STANCE_TEST}.posts.jsonl",
+                              "--json", str(report)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(report.read_text())
+    recorded = load_default_stance().meta["test_sets"]["nl-stance-test"]
+    assert data["n"] == 100 and data["macro_f1"] == pytest.approx(recorded["macro_f1"], abs=1e-4)
+    report = tmp_path / "rumours.json"
+    res = runner.invoke(app, ["eval", "rumours", f"{CLAIMS_TEST}.posts.jsonl",
+                              "--embedder", "hashing", "--json", str(report)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(report.read_text())["online"]["n"] == 150
