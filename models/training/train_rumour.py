@@ -72,6 +72,7 @@ from models.rumour import (
     embedder_identity,
     evaluate_rumours,
     hashed_ngrams,
+    load_default_claim_classifier,
     post_time,
 )
 
@@ -502,7 +503,7 @@ def print_latency(data: Path) -> int:
         posts = [json.loads(line) for line in fh]
     with (folder / "rumoureval2017-traindev.labels.jsonl").open(encoding="utf-8") as fh:
         gold = {(r := json.loads(line))["id"]: r["stance"] for line in fh}
-    print(f"{'variant':16} {'threads':>7} {'flagged':>7} {'at 1st':>6} "  # noqa: T201
+    print(f"{'variant (claim model)':26} {'threads':>7} {'flagged':>7} {'at 1st':>6} "  # noqa: T201
           f"{'median':>7} {'p90':>7} {'mean':>7}  (minutes from a thread's first post)")
     variants: list[tuple[str, dict[str, str] | None, Any]] = [
         ("no-stance", None, None), ("oracle-stance", gold, None)]
@@ -517,13 +518,29 @@ def print_latency(data: Path) -> int:
         variants.append(("stance-model", None, stance_fn))
     except (ImportError, OSError, ValueError) as exc:
         print(f"(stance model unavailable: {exc})", file=sys.stderr)  # noqa: T201
-    for variant, stances, fn in variants:
-        rep = detection_latency(posts, variant=variant, stances=stances, stance_fn=fn)
-        def fmt(x: float | None) -> str:
-            return f"{x:7.1f}" if x is not None else "      -"
-        print(f"{variant:16} {rep.threads:7d} {rep.flagged:7d} "  # noqa: T201
-              f"{rep.flagged_at_first_post:6d} {fmt(rep.median_min)} {fmt(rep.p90_min)} "
-              f"{fmt(rep.mean_min)}")
+    # the claim prior: the cue fallback (what detection_latency uses without vectors), and
+    # the embedding model with the production embedder attached (what the worker runs)
+    claims: list[tuple[str, ClaimClassifier]] = [("fallback", load_default_claim_classifier())]
+    try:
+        from models.embed import load_embedder
+
+        e5 = load_default_claim_classifier(embedder=load_embedder("default", threads=2))
+        if e5.embedder is not None:
+            claims.append(("e5", e5))
+    except (ImportError, OSError, ValueError) as exc:
+        print(f"(embedding claim model unavailable: {exc})", file=sys.stderr)  # noqa: T201
+
+    def fmt(x: float | None) -> str:
+        return f"{x:7.1f}" if x is not None else "      -"
+
+    for claim_name, classifier in claims:
+        for variant, stances, fn in variants:
+            rep = detection_latency(posts, variant=variant, stances=stances, stance_fn=fn,
+                                    classifier=classifier)
+            name = f"{variant} ({claim_name})"
+            print(f"{name:26} {rep.threads:7d} {rep.flagged:7d} "  # noqa: T201
+                  f"{rep.flagged_at_first_post:6d} {fmt(rep.median_min)} {fmt(rep.p90_min)} "
+                  f"{fmt(rep.mean_min)}")
     return 0
 
 
