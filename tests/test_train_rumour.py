@@ -96,3 +96,18 @@ def test_extra_sets_are_pseudo_events_of_their_own_never_held_out(tmp_path: Path
     chat_w = w[2 + len(dev):]
     assert np.allclose(chat_w, 0.3 * w[1])  # a one-class event: one_class_weight per post
     assert not set(ds.event[2:].tolist()) & set(range(len(tr.EVENTS)))
+
+
+@pytest.mark.slow
+def test_latency_replays_with_the_fallback_and_the_e5_claim_model(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    if not (tr.DEFAULT_DATA / "stance" / "rumoureval2017-traindev.posts.jsonl").exists():
+        pytest.skip("shared data folder ../shared/data/stance is absent")
+    assert tr.main(["--latency"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    by = {" ".join(r[:2]): [int(x) for x in r[2:5]] for r in rows}
+    assert set(by) >= {"no-stance (fallback)", "no-stance (e5)", "oracle-stance (e5)"}
+    for name, (threads, flagged, at_first) in by.items():
+        assert threads == 214 and at_first <= flagged <= threads, name
+    # the worker's claim prior flags more of these rumour threads, sooner
+    assert by["no-stance (e5)"][2] > by["no-stance (fallback)"][2]
