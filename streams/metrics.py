@@ -106,14 +106,13 @@ class PipelineMetrics:
             registry=registry)
 
         # series that exist from the start read as 0, not "no data", on dashboards
-        if not warm:
-            return
-        for reason in RejectReason:
-            self.rejected.labels(reason.value)
-        for area in (*areas, NO_AREA):
-            self.by_area.labels(event, area)
-        for topic in (*topics, NO_TOPIC):
-            self.by_topic.labels(event, topic)
+        if warm:
+            for reason in RejectReason:
+                self.rejected.labels(reason.value)
+            for area in (*areas, NO_AREA):
+                self.by_area.labels(event, area)
+            for topic in (*topics, NO_TOPIC):
+                self.by_topic.labels(event, topic)
 
     def observe_partitions(self, statuses: Sequence[PartitionStatus],
                            revoked: Sequence[tuple[str, int]] = ()) -> None:
