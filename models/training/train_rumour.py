@@ -125,6 +125,7 @@ def read_posts(data: Path) -> list[tuple[dict[str, object], bool, str]]:
 
 
 CHATTER = "chatter"  # the pseudo-event of everyday posts (never held out, never scored)
+CHATTER_LANGUAGES = ("en", "de", "es", "fr", "it", "pt")
 # Dutch root posts written for the project (docs/rumour-model.md, "Dutch"): the dev set
 # trains, the test set is only scored
 NL_DATA = Path(__file__).resolve().parent / "data"
@@ -147,7 +148,6 @@ def read_labelled(base: Path) -> list[tuple[dict[str, object], bool, str]]:
             if str(post["id"]) in gold:
                 out.append((post, gold[str(post["id"])], f"extra:{base.name}"))
     return out
-CHATTER_LANGUAGES = ("en", "de", "es", "fr", "it", "pt")
 
 
 def read_chatter(data: Path, per_language: int, seed: int
@@ -746,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         if embed_claims:
             model.fallback = train(ds, pheme_rows, **kw_cue)
         params = score_fit(present, loeo_probs)
-        tests = {base.name: claim_report(model, read_labelled(base), args, embedder)
+        tests = {base.name: claim_report(model, read_labelled(base), args)
                  for base in args.test_set} if embed_claims else {}
         if tests:
             print(f"test sets (classifier alone at 0.5): {json.dumps(tests)}")  # noqa: T201
@@ -775,10 +775,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def claim_report(model: ClaimClassifier, rows: list[tuple[dict[str, object], bool, str]],
-                 args: argparse.Namespace, embedder: Any) -> dict[str, float]:
-    """The classifier alone on labelled root posts, at the decision threshold 0.5."""
+                 args: argparse.Namespace) -> dict[str, float]:
+    """The classifier alone on labelled root posts, at the decision threshold 0.5 (vectors
+    of the same embedder spec and numeric format as the training rows, cached)."""
     vecs, _ = embed_posts(rows, args.embedder, args.embed_cache, args.embed_precision)
-    del embedder  # the vectors come from the same spec and format, cached
     p = np.asarray(model.probs([post for post, _, _ in rows], vectors=vecs))
     y = np.asarray([1.0 if lab else 0.0 for _, lab, _ in rows])
     mf, rf = macro_f1(y, p)
