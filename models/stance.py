@@ -126,7 +126,6 @@ _DENY = (
     "oude beelden", "oud filmpje", "oude filmpje", "oude filmpjes", "van vorig jaar",
     "van jaren geleden", "was vuurwerk", "gewoon vuurwerk", "alles is normaal",
     "alles normaal", "gewoon rustig", "is het rustig", "niks te zien", "niets te zien",
-    "niks aan de", "niets aan de",
 )
 _SUPPORT = (
     # English
