@@ -61,3 +61,22 @@ def classification_report(gold: Sequence[str], predicted: Sequence[str],
     f1 = {lab: (2 * precision[lab] * recall[lab] / (precision[lab] + recall[lab])
                 if precision[lab] + recall[lab] else 0.0) for lab in labs}
     return ClassificationReport(labs, support, precision, recall, f1, confusion, len(gold))
+
+
+def pooled_report(reports: Sequence[ClassificationReport]) -> ClassificationReport:
+    """One report over the union of the reports' items (their confusion matrices summed):
+    each item weighs the same, where the mean of per-set figures weighs each set the same."""
+    if not reports:
+        raise ValueError("no reports to pool")
+    labs = reports[0].labels
+    gold: list[str] = []
+    predicted: list[str] = []
+    for report in reports:
+        if report.labels != labs:
+            raise ValueError(f"labels differ: {report.labels} against {labs}")
+        for g in labs:
+            for p in labs:
+                n = report.confusion[g][p]
+                gold += [g] * n
+                predicted += [p] * n
+    return classification_report(gold, predicted, labs)

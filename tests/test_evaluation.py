@@ -36,3 +36,19 @@ def test_confusion_adds_up(pairs: list[tuple[str, str]]) -> None:
 def test_unknown_labels_are_refused() -> None:
     with pytest.raises(ValueError, match="not one of"):
         classification_report(["joy"], ["negative"], LABELS)
+
+
+def test_pooled_report_weighs_every_item_the_same() -> None:
+    from models.evaluation import pooled_report
+
+    big = classification_report(["a"] * 90 + ["b"] * 10, ["a"] * 90 + ["a"] * 10, ["a", "b"])
+    small = classification_report(["a", "b"], ["a", "b"], ["a", "b"])
+    pooled = pooled_report([big, small])
+    assert pooled.n == 102 and pooled.confusion["b"] == {"a": 10, "b": 1}
+    assert pooled == classification_report(["a"] * 90 + ["b"] * 10 + ["a", "b"],
+                                            ["a"] * 100 + ["a", "b"], ["a", "b"])
+    assert pooled.macro_f1 < (big.macro_f1 + small.macro_f1) / 2  # the mean flatters here
+    with pytest.raises(ValueError, match="labels differ"):
+        pooled_report([big, classification_report(["x"], ["x"], ["x"])])
+    with pytest.raises(ValueError, match="no reports"):
+        pooled_report([])
