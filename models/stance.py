@@ -87,7 +87,8 @@ _QUERY = (
     "wat is uw bron", "bewijs?", "link?", "echt?", "serieus?", "zeker weten?", "wie zegt",
     "waar staat dat", "waar heb je dat", "hoe weet je", "meer info", "wat is er gebeurd",
     "is er al", "weten jullie", "waar?", "waar komt dit vandaan",
-    # colloquial Dutch (stance-cues-3; no English phrase added, see docs/stance-model.md)
+    # colloquial Dutch (stance-cues-3; only interjections such as "huh?" are shared with
+    # English, see docs/stance-model.md)
     "kan dit kloppen", "kan dat kloppen", "kan het kloppen", "waar haal je dat vandaan",
     "waar haalt u dat vandaan", "waar komt dat vandaan", "waar lees je dat", "waar zie je dat",
     "heb je een bron", "heeft u een bron", "heb je bron", "bron graag", "bron aub", "bron pls",
