@@ -75,6 +75,7 @@ from models.rumour import (
     load_default_claim_classifier,
     post_time,
 )
+from models.training import labelled
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -107,20 +108,12 @@ def read_posts(data: Path) -> list[tuple[dict[str, object], bool, str]]:
     folder = data / "rumour"
     for event in EVENTS:
         for kind in ("rumours", "non-rumours"):
-            posts = folder / f"pheme-{event}-{kind}.posts.jsonl"
-            labels = folder / f"pheme-{event}-{kind}.labels.jsonl"
-            if not posts.exists():
+            base = folder / f"pheme-{event}-{kind}"
+            if not Path(f"{base}.posts.jsonl").exists():
                 continue
-            gold = {}
-            with labels.open(encoding="utf-8") as fh:
-                for line in fh:
-                    row = json.loads(line)
-                    gold[row["id"]] = bool(row["rumour"])
-            with posts.open(encoding="utf-8") as fh:
-                for line in fh:
-                    row = json.loads(line)
-                    if row["id"] in gold:
-                        out.append((row, gold[row["id"]], event))
+            posts, gold = labelled.read_labelled(base, "rumour")
+            out += [(row, bool(gold[str(row["id"])]), event) for row in posts
+                    if str(row["id"]) in gold]
     return out
 
 
@@ -136,18 +129,9 @@ DEFAULT_TEST = NL_DATA / "nl-claims-test"
 def read_labelled(base: Path) -> list[tuple[dict[str, object], bool, str]]:
     """``BASE.posts.jsonl`` with the ``rumour`` label of ``BASE.labels.jsonl``; the event is
     the set's name (``extra:NAME``)."""
-    gold = {}
-    for line in Path(f"{base}.labels.jsonl").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            gold[str(row["id"])] = bool(row["rumour"])
-    out: list[tuple[dict[str, object], bool, str]] = []
-    for line in Path(f"{base}.posts.jsonl").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            post = json.loads(line)
-            if str(post["id"]) in gold:
-                out.append((post, gold[str(post["id"])], f"extra:{base.name}"))
-    return out
+    posts, gold = labelled.read_labelled(base, "rumour")
+    return [(post, bool(gold[str(post["id"])]), f"extra:{base.name}") for post in posts
+            if str(post["id"]) in gold]
 
 
 def read_chatter(data: Path, per_language: int, seed: int

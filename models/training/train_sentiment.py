@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from models.training import labelled
+
 LABELS = ("negative", "neutral", "positive")
 LABEL_ID = {name: i for i, name in enumerate(LABELS)}
 LANGS = ("ar", "de", "en", "es", "fr", "hi", "it", "pt")
@@ -79,19 +81,9 @@ class Example:
 
 
 def _read_set(data: Path, name: str, lang: str) -> list[Example]:
-    folder = data / "sentiment"
-    labels = {}
-    with (folder / f"{name}.labels.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            labels[row["id"]] = LABEL_ID[row["sentiment"]]
-    out = []
-    with (folder / f"{name}.posts.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            if row["id"] in labels:
-                out.append(Example(unescape(row["text"]).strip(), labels[row["id"]], lang))
-    return out
+    posts, labels = labelled.read_labelled(data / "sentiment" / name, "sentiment")
+    return [Example(unescape(row["text"]).strip(), LABEL_ID[labels[str(row["id"])]], lang)
+            for row in posts if str(row["id"]) in labels]
 
 
 def _unique(examples: list[Example]) -> list[Example]:

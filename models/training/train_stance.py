@@ -47,6 +47,7 @@ from models.stance import (
     featurize,
     parent_texts,
 )
+from models.training import labelled
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -118,14 +119,8 @@ def load_rumoureval(data: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
 
 def load_labelled(base: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """``BASE.posts.jsonl`` (canonical posts) and the ``stance`` of ``BASE.labels.jsonl``."""
-    posts = [json.loads(line) for line in Path(f"{base}.posts.jsonl").read_text(
-        encoding="utf-8").splitlines() if line.strip()]
-    gold = {}
-    for line in Path(f"{base}.labels.jsonl").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            gold[str(row["id"])] = str(row["stance"])
-    return posts, gold
+    posts, gold = labelled.read_labelled(base, "stance")
+    return posts, {k: str(v) for k, v in gold.items()}
 
 
 def build_extra(base: Path, cfg: FeatureConfig) -> Dataset:
