@@ -2,7 +2,11 @@
 
 One pass over posts in arrival order; every post lands in exactly one cluster:
 
-1. a re-delivered post id returns its earlier assignment and changes nothing;
+1. a re-delivered post id returns its earlier assignment and changes nothing; a post
+   older than ``ttl_s`` behind the newest event time seen (the watermark) is *late*: it
+   changes nothing either and joins no cluster (``how == "late"``), because the clusterer
+   has forgotten that stretch of time and cannot tell a new post from a re-delivery of a
+   forgotten one, which would count twice;
 2. a reply, repost or quote joins the cluster of the post it answers (an engagement
    that arrives before its parent reserves the parent's place: the parent joins that
    cluster when it comes);
@@ -14,7 +18,7 @@ One pass over posts in arrival order; every post lands in exactly one cluster:
 Per-post cost does not grow with the number of active clusters: both lookups are
 hash-bucket probes with a capped candidate list. Clusters idle for ``ttl_s`` of event
 time expire and release their members; a long-lived cluster forgets member ids older
-than ``ttl_s`` (a re-delivery older than that counts as new) and the accounts silent in it
+than ``ttl_s`` (a re-delivery older than that is late, see 1.) and the accounts silent in it
 for ``ttl_s`` (one that posts there again counts as a new account), so memory is bounded by
 the posts of the active window, not by the length of the event. ``max_clusters`` and
 ``max_posts`` cap that window in absolute terms (a firehose of 1,000 posts/s puts 10.8
@@ -135,8 +139,8 @@ class ClusterInput:
 class Assignment:
     post_id: str
     cluster_id: str
-    how: str  # new | thread | near_duplicate | semantic | redelivered
-    size: int = 0  # the cluster's size right after this post joined
+    how: str  # new | thread | near_duplicate | semantic | redelivered | late
+    size: int = 0  # the cluster's size right after this post joined (0 when late)
 
     @property
     def new_cluster(self) -> bool:
@@ -145,6 +149,11 @@ class Assignment:
     @property
     def redelivered(self) -> bool:
         return self.how == "redelivered"
+
+    @property
+    def late(self) -> bool:
+        """Older than the TTL behind the watermark: in no cluster, nothing changed."""
+        return self.how == "late"
 
 
 @dataclass(slots=True)
@@ -270,6 +279,7 @@ class OnlineClusterer:
         self._weights = (1 << np.arange(s.ann_bits, dtype=np.int64))
         self.watermark = 0.0
         self.expired_total = 0
+        self.late_total = 0  # posts refused as late (older than the TTL behind the watermark)
         # clusters that add() expired, handed out by the next expire() call; capped at the
         # peak number of active clusters so memory stays bounded if nobody calls expire()
         self._expired_pending: list[Cluster] = []
@@ -283,6 +293,11 @@ class OnlineClusterer:
     def cluster_of(self, post_id: str) -> Cluster | None:
         cid = self._post_cluster.get(post_id)
         return self.clusters.get(cid) if cid else None
+
+    def is_late(self, ts: float) -> bool:
+        """Event time ``ts`` is more than ``ttl_s`` behind the watermark: a post from then
+        joins no cluster (see the module docstring)."""
+        return ts < self.watermark - self.settings.ttl_s
 
     def __len__(self) -> int:
         return len(self.clusters)
@@ -317,7 +332,8 @@ class OnlineClusterer:
             self._signatures = None
 
     def _needs_vector(self, p: ClusterInput) -> bool:
-        if p.id in self._post_cluster or (p.parent and p.kind in ENGAGEMENT_KINDS):
+        if p.id in self._post_cluster or (p.parent and p.kind in ENGAGEMENT_KINDS) \
+                or self.is_late(p.ts):
             return False
         if len(claim_words(p.text)) < self.settings.min_claim_words:
             return False
@@ -329,6 +345,9 @@ class OnlineClusterer:
             c = self.clusters[known]
             if post.id in c.members or post.id in c.kept_roots:
                 return Assignment(post.id, known, "redelivered", c.size)
+        if self.is_late(post.ts):
+            self.late_total += 1
+            return Assignment(post.id, "", "late", 0)
         self.watermark = max(self.watermark, post.ts)
         if known is not None and known in self.clusters:  # reserved by an early engagement
             cluster, how, vector = self.clusters[known], "thread", None
@@ -358,15 +377,6 @@ class OnlineClusterer:
         size = cluster.size
         self._peak_active = max(self._peak_active, len(self.clusters))
         dropped = self._drop_idle(self.watermark)
-        if cluster.id in self.clusters \
-                and cluster.last_seen < self.watermark - self.settings.ttl_s:
-            # a late post (older than the TTL) into an idle cluster: that cluster is expired
-            # already; left at the young end of the touch order it would linger and attract
-            # new posts
-            del self.clusters[cluster.id]
-            self._release(cluster)
-            self.expired_total += 1
-            dropped.append(cluster)
         if dropped:
             pending = self._expired_pending
             pending.extend(dropped)

@@ -7,7 +7,9 @@ state_changed, flagged, expired) and the clusters that changed come out. It hold
 I/O; the caller stores snapshots, emits events and sets metrics.
 
 Re-delivered posts (same id while their cluster is active) return their first
-annotation and change nothing.
+annotation and change nothing. A post more than the clusterer's TTL behind the newest
+event time is *late* (``how == "late"``, no cluster, score 0): it changes nothing either,
+since a re-delivery of a post the clusterer has forgotten would otherwise count twice.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class PostAnnotation:
     cluster: str
     stance: str | None
     rumour_score: float
-    how: str  # new | thread | near_duplicate | semantic | redelivered
+    how: str  # new | thread | near_duplicate | semantic | redelivered | late (no cluster)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +194,12 @@ class RumourTracker:
         changed: dict[str, Cluster] = {}
         last_ts: dict[str, float] = {}
         joined: list[tuple[str, str, str | None, str]] = []  # post id, cluster, stance, how
+        late: dict[str, PostAnnotation] = {}
         for p, inp in zip(fresh, inputs, strict=True):
             a: Assignment = assignments[p["id"]]
+            if a.late:  # not remembered: a later delivery is late again
+                late[p["id"]] = PostAnnotation(p["id"], "", None, 0.0, "late")
+                continue
             c = self.clusterer.clusters.get(a.cluster_id)
             if c is None or a.redelivered:
                 continue
@@ -227,7 +233,7 @@ class RumourTracker:
         out.changed = list(changed.values())
         fresh_ids = {p["id"] for p in fresh}
         for p in todo:
-            ann = self._annotations.get(p["id"])
+            ann = self._annotations.get(p["id"]) or late.get(p["id"])
             if ann is not None:
                 out.annotations.append(ann if p["id"] in fresh_ids else PostAnnotation(
                     ann.id, ann.cluster, ann.stance, ann.rumour_score, "redelivered"))

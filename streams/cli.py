@@ -166,6 +166,11 @@ def score(
         + f", {result.tally.duplicates} duplicate ids",
         highlight=False,
     )
+    if result.late_posts:
+        err.print(f"{result.late_posts} late post(s): dated more than the cluster TTL "
+                  f"({settings.cluster_ttl_s / 3600:g} h) before a post earlier in the file, "
+                  "so in no cluster (cluster and rumour_score null); is the file in time "
+                  "order?", highlight=False)
 
 
 def _tracker(settings: Settings, event: Any) -> Any:

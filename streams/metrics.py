@@ -249,7 +249,9 @@ class SafetyMetrics:
 
 
 CLUSTER_EVENT_TYPES = ("created", "grew", "state_changed", "flagged", "expired")
-CLUSTER_MATCHES = ("new", "thread", "near_duplicate", "semantic")
+#: how a post joined its cluster; "late": older than the clusterer's TTL behind the newest
+#: event time, so in no cluster (counted, not clustered)
+CLUSTER_MATCHES = ("new", "thread", "near_duplicate", "semantic", "late")
 LIFECYCLE_STATES = ("emerging", "growing", "peaking", "fading", "resolved")
 STANCE_LABELS = ("support", "deny", "query", "comment")
 
@@ -275,7 +277,8 @@ class RumourMetrics:
             "crowdwatch_rumour_top_score", "Rumour score of the K highest-scoring clusters",
             ["event", "rank"], registry=registry)
         self.posts = Counter("crowdwatch_rumour_posts",
-                             "Posts clustered, once per post id, by how they joined",
+                             "Posts clustered, once per post id, by how they joined "
+                             "(late: older than the cluster TTL, in no cluster)",
                              ["event", "match"], registry=registry)
         self.stance = Counter("crowdwatch_rumour_stance_posts",
                               "Posts by stance towards their cluster's claim",

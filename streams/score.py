@@ -43,6 +43,7 @@ class ScoreResult:
     by_stance: dict[str, int] = field(default_factory=dict)
     clusters: list[dict[str, Any]] = field(default_factory=list)
     officials: dict[str, Any] = field(default_factory=dict)
+    late_posts: int = 0  # older than the cluster TTL behind the newest post: in no cluster
 
 
 def _write_jsonl(handle: BinaryIO | None, obj: dict[str, Any]) -> None:
@@ -85,13 +86,14 @@ def score_stream(
     tally = Tally()
     by_sentiment: Counter[str] = Counter()
     by_stance: Counter[str] = Counter()
+    late = 0
     ended: dict[str, dict[str, Any]] = {}  # clusters that expired before the end of input
     seen: set[str] = set()
     lines_in = lines_out = n_rejects = 0
     batch: list[RawRecord] = []
 
     def flush() -> None:
-        nonlocal lines_out, n_rejects
+        nonlocal lines_out, n_rejects, late
         result: BatchResult = enricher.process(batch)
         # keep input order in the outputs: enrich() preserves the order of valid posts
         fresh = []
@@ -119,12 +121,14 @@ def score_stream(
                 if is_new:
                     by_sentiment[sentiments[i].label] += 1
             ann = annotations.get(post.id)
-            if ann is not None:
+            if ann is not None:  # a late post (older than the cluster TTL): no cluster
                 record["stance"] = ann.stance
-                record["cluster"] = ann.cluster
-                record["rumour_score"] = ann.rumour_score
+                record["cluster"] = ann.cluster or None
+                record["rumour_score"] = None if ann.how == "late" else ann.rumour_score
                 if is_new and ann.stance:
                     by_stance[ann.stance] += 1
+                if is_new and ann.how == "late":
+                    late += 1
             _write_jsonl(out, record)
         for dead in result.dead:
             _write_jsonl(rejects, {"line": dead.source["line"], "reason": dead.reason,
@@ -154,7 +158,7 @@ def score_stream(
                           key=lambda c: (-c["rumour_score"], -c["size"], c["id"]))
     return ScoreResult(lines_in, lines_out, n_rejects, tally, dict(by_sentiment.most_common()),
                        dict(by_stance.most_common()), clusters,
-                       officials.summary() if officials is not None else {})
+                       officials.summary() if officials is not None else {}, late)
 
 
 SUMMARY_CLUSTER_FIELDS = ("id", "size", "rumour_score", "state", "flagged", "first_seen",
@@ -180,6 +184,7 @@ def summary(result: ScoreResult, input_path: Path, event: str | None) -> dict[st
         "by_sentiment": result.by_sentiment,
         "by_stance": result.by_stance,
         "clusters": result.clusters,
+        "late_posts": result.late_posts,
         "official_posts": result.officials.get("official_posts", []),
         "rebuttals": result.officials.get("rebuttals", []),
         "questions": result.officials.get("questions", []),

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import math
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -304,6 +305,27 @@ def test_a_window_of_first_roots_only_is_capped_too(monkeypatch: pytest.MonkeyPa
         c.add(ClusterInput(f"p{i}", f"melding {words}", T0 + i))
     assert len(c) == 200 and c.tracked_posts <= 10
     assert sum(cl.size for cl in c.clusters.values()) == 200  # counts stay
+
+
+@PROPS
+@given(post_sequences(expiry=True))
+def test_redelivery_never_counts_twice_even_after_the_ttl(posts: list[ClusterInput]) -> None:
+    """Every post id is counted once, in one cluster, however late it comes again: a
+    re-delivery older than the TTL is late and changes nothing (it counted twice until
+    2026-12-07)."""
+    c = _clusterer(ttl_s=TTL)
+    counted: Counter[str] = Counter()
+    for p in posts:
+        before = copy.deepcopy(_state(c)) if p.ts < c.watermark - TTL else None
+        a = c.add(p)
+        if before is not None:  # older than the TTL behind the watermark
+            assert a.how in ("late", "redelivered") and _state(c) == before
+        if a.how not in ("late", "redelivered"):
+            counted[a.post_id] += 1
+    assert set(counted) == {p.id for p in posts} and set(counted.values()) == {1}
+    # the clusters' sizes add up to the posts counted, live and expired alike
+    everything = c.expire(math.inf)  # the expired ones add() held back, then every live one
+    assert sum(cl.size for cl in everything) == len(counted)
 
 
 @PROPS
@@ -645,9 +667,15 @@ def test_expiry_releases_members_and_expire_reports_it() -> None:
     assert sorted(cl.id for cl in gone) == sorted([cluster_id_for("a"),
                                                    cluster_id_for("not-yet")])
     assert c.expire(c.watermark) == []
-    # after its cluster expired a re-delivered post is new again (documented)
+    # after its cluster expired a re-delivered post is late: it changes nothing (it was
+    # counted as new again until 2026-12-07)
+    before = copy.deepcopy(_state(c))
     again = c.add(ClusterInput("a", "Brand in de metro bij Centraal Station", T0))
-    assert again.how == "new" and again.cluster_id == cluster_id_for("a")
+    assert again == Assignment("a", "", "late", 0) and again.late
+    assert _state(c) == before and c.late_total == 1
+    # a new post with the expired root's text opens a cluster of its own
+    fresh = c.add(ClusterInput("a3", "Brand in de metro bij Centraal Station", T0 + 710))
+    assert fresh.how == "new" and fresh.cluster_id == cluster_id_for("a3")
     assert late.cluster_id in c.clusters
     # the index forgets expired roots: no near-duplicate match against expired clusters
     assert "a2" not in c._lsh and len(c._lsh) <= 2
@@ -928,9 +956,11 @@ def test_a_model_free_embedder_skips_the_embedding_pre_pass() -> None:
     assert probes == {False: 0, True: len(inputs)}
 
 
-def test_a_late_reply_rejoins_its_parents_live_cluster_after_the_parent_aged_out() -> None:
-    """A reply re-delivered after its parent's membership aged out (the parent's cluster
-    still live) joins that cluster; it used to open a sibling ``<id>-1`` of size 1."""
+def test_a_reply_rejoins_its_parents_live_cluster_after_the_parent_aged_out() -> None:
+    """A reply whose parent's membership aged out (the parent's cluster still live) joins
+    that cluster; it used to open a sibling ``<id>-1`` of size 1. A re-delivery older than
+    the TTL is late and changes nothing (it joined again, counted twice, until
+    2026-12-07)."""
     c = _clusterer(ttl_s=TTL)
     r = ClusterInput("r", "wow", T0, kind="reply", parent="x")  # x not seen: reserves c(x)
     first = c.add(r)
@@ -939,6 +969,10 @@ def test_a_late_reply_rejoins_its_parents_live_cluster_after_the_parent_aged_out
     assert (first.how, x.how, s.how) == ("new", "thread", "thread")
     assert {first.cluster_id, x.cluster_id, s.cluster_id} == {cluster_id_for("x")}
     assert c.tracked_posts == 1  # r and x aged out; s is remembered
-    again = c.add(r)  # re-delivered: r and its parent x are forgotten, c(x) is live
-    assert again == Assignment("r", cluster_id_for("x"), "thread", 4)
+    again = c.add(r)  # re-delivered after the TTL: late, nothing changes
+    assert again == Assignment("r", "", "late", 0)
+    assert c.clusters[cluster_id_for("x")].size == 3
+    # a new reply to x: x is forgotten, c(x) is live
+    t = c.add(ClusterInput("t", "echt waar?", T0 + TTL + 110, kind="reply", parent="x"))
+    assert t == Assignment("t", cluster_id_for("x"), "thread", 4)
     assert sorted(c.clusters) == [cluster_id_for("x")]

@@ -121,6 +121,34 @@ def test_redelivery_changes_nothing() -> None:
             assert ref is not None and a.cluster == ref.cluster
 
 
+def test_a_redelivery_older_than_the_ttl_is_late_and_changes_nothing() -> None:
+    """Kafka re-delivers a stretch the clusterer has forgotten (a consumer group rewound
+    past the TTL): those posts are annotated ``late``, join no cluster and change nothing;
+    until 2026-12-07 they counted twice in their clusters' sizes."""
+    ttl = 600.0
+    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
+                            RumourScorer(RumourSettings()), stance=KeywordStance(),
+                            clock=lambda: 1.8e9)
+    posts = generate("rumour-rebuttal", seed=4, n_posts=3000,
+                     duration_minutes=6 * ttl / 60).posts
+    _feed(tracker, posts)
+    state = {cid: (c.size, c.roots, c.replies, dict(c.stance), c.reach, round(c.score, 6))
+             for cid, c in tracker.clusterer.clusters.items()}
+    old = [p for p in posts if post_ts(p, 0.0) < tracker.clusterer.watermark - ttl][:400]
+    assert len(old) == 400
+    out = tracker.process(old)
+    assert out.events == [] and out.changed == [] and out.expired == []
+    tracked = [p for p in old if p.get("kind") not in ("like", "delete")]
+    assert len(out.annotations) == len(tracked)  # every tracked post answered, none dropped
+    assert {a.how for a in out.annotations} <= {"late", "redelivered"}
+    assert any(a.how == "late" for a in out.annotations)
+    for a in out.annotations:
+        if a.how == "late":
+            assert (a.cluster, a.stance, a.rumour_score) == ("", None, 0.0)
+    assert {cid: (c.size, c.roots, c.replies, dict(c.stance), c.reach, round(c.score, 6))
+            for cid, c in tracker.clusterer.clusters.items()} == state
+
+
 def _planted(embedder: Any, seed: int) -> tuple[int, int, int, Any]:
     from models.event import load_event
     from streams.rumours import official_matcher
@@ -275,6 +303,11 @@ def test_stage_writes_snapshots_events_and_bounded_metrics() -> None:
         for i in range(0, len(values), 300):
             outputs += await stage.process(values[i:i + 300])
         again = await stage.process(values[:300])  # re-delivery
+        # two posts from a day before the stream: late (older than the TTL), counted
+        stale = [json.dumps({**_post(f"stale-{i}", "Brand in de metro bij Centraal", 0),
+                             "created_at": f"2027-04-26T06:0{i}:00Z"}).encode()
+                 for i in range(2)]
+        again += await stage.process(stale)
         await stage.tick()  # refreshes the gauges (batches do at most once a second)
         return outputs, await store.top_clusters(EVENT, 5), again
 
@@ -292,6 +325,8 @@ def test_stage_writes_snapshots_events_and_bounded_metrics() -> None:
                   for m in ("new", "thread", "near_duplicate", "semantic"))
     tracked = sum(1 for p in traffic.posts if p.get("kind") not in ("like", "delete"))
     assert matched == tracked  # every post once, re-delivery not counted
+    assert registry.get_sample_value("crowdwatch_rumour_posts_total",
+                                     {"event": EVENT, "match": "late"}) == 2
     flagged = registry.get_sample_value("crowdwatch_rumour_flagged_clusters", {"event": EVENT})
     assert flagged == len(stage.tracker.flagged())
     ranks = {s.labels["rank"] for m in registry.collect() for s in m.samples

@@ -24,13 +24,15 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     return posts, t.truth
 
 
-def _score(posts: Path, tmp: Path, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _score(posts: Path, tmp: Path, name: str, *, says: str = ""
+           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     os.environ.pop("CROWDWATCH_EVENT_FILE", None)
     res = CliRunner().invoke(app, [
         "score", str(posts), "--out", str(tmp / f"{name}.jsonl"), "--summary",
         str(tmp / f"{name}.json"), "--event", str(PACKAGED_EVENT), "--sentiment-model", "off",
         "--embedder", "hashing"])
     assert res.exit_code == 0, res.output
+    assert says in " ".join(res.output.split())  # the console wraps long lines
     rows = [json.loads(x) for x in (tmp / f"{name}.jsonl").read_text().splitlines()]
     return json.loads((tmp / f"{name}.json").read_text()), rows
 
@@ -69,3 +71,23 @@ def test_summary_matches_the_truth_and_ignores_redelivery(
         assert again[key] == summary[key]
     assert [(c["id"], c["size"]) for c in again["clusters"]] == [
         (c["id"], c["size"]) for c in clusters]
+
+
+def test_a_post_older_than_the_cluster_ttl_is_listed_late_not_dropped(
+        traffic: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """A post more than the cluster TTL (3 h) older than the newest one joins no cluster:
+    its row says so (cluster and rumour_score null) and the summary counts it."""
+    posts, _ = traffic
+    stale = {"id": "stale-1", "text": "Brand in de metro bij Centraal Station!",
+             "created_at": "2020-01-01T00:00:00Z", "platform": "twitter"}
+    late = tmp_path / "late.posts.jsonl"
+    late.write_text(posts.read_text() + json.dumps(stale) + "\n")
+    summary, rows = _score(late, tmp_path, "late", says="1 late post(s): dated more than "
+                           "the cluster TTL (3 h) before a post earlier in the file")
+    row = next(r for r in rows if r["id"] == "stale-1")
+    assert (row["cluster"], row["rumour_score"], row["stance"]) == (None, None, None)
+    assert summary["late_posts"] == 1
+    plain, _ = _score(posts, tmp_path, "plain")
+    assert plain["late_posts"] == 0
+    assert [(c["id"], c["size"]) for c in summary["clusters"]] == [
+        (c["id"], c["size"]) for c in plain["clusters"]]
