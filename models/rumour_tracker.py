@@ -171,7 +171,15 @@ class RumourTracker:
         wall = self.clock()
         todo = [p for p in posts
                 if isinstance(p.get("id"), str) and str(p.get("kind") or "") in TRACKED_KINDS]
-        fresh = [p for p in todo if p["id"] not in self._annotations]
+        # once per id: a post twice in one batch is clustered once, its second copy is a
+        # re-delivery (until 2026-12-07 both copies took the second's "redelivered"
+        # assignment and the post got no annotation at all)
+        fresh: list[Mapping[str, Any]] = []
+        taken: set[str] = set()
+        for p in todo:
+            if p["id"] not in self._annotations and p["id"] not in taken:
+                taken.add(p["id"])
+                fresh.append(p)
         stances = self._stances(fresh)
         claim_probs = self._claim_probs(fresh)
         inputs = []
@@ -231,12 +239,13 @@ class RumourTracker:
             changed.pop(c.id, None)
             self._forget(c)
         out.changed = list(changed.values())
-        fresh_ids = {p["id"] for p in fresh}
+        first = {p["id"] for p in fresh}  # answered as processed once, then as re-delivered
         for p in todo:
             ann = self._annotations.get(p["id"]) or late.get(p["id"])
             if ann is not None:
-                out.annotations.append(ann if p["id"] in fresh_ids else PostAnnotation(
+                out.annotations.append(ann if p["id"] in first else PostAnnotation(
                     ann.id, ann.cluster, ann.stance, ann.rumour_score, "redelivered"))
+                first.discard(p["id"])
         return out
 
     def tick(self, now: float | None = None) -> TrackerBatch:

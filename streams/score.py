@@ -24,7 +24,7 @@ from models.enrich import BatchResult, Enricher, RawRecord, Tally
 from models.jsonio import dumps
 from models.official_tracker import OfficialTracker
 from models.privacy import Pseudonymiser
-from models.rumour_tracker import RumourTracker
+from models.rumour_tracker import PostAnnotation, RumourTracker
 from models.sentiment import SentimentScorer
 from streams.batch import author_pseudonymiser
 from streams.jsonl import InputError, iter_lines
@@ -99,11 +99,12 @@ def score_stream(
         fresh = []
         sentiments = scorer.score([p.text for p in result.enriched]) if scorer else None
         records = [post.to_dict() for post in result.enriched]
-        annotations = {}
+        annotations: dict[str, PostAnnotation] = {}
         tracked = None
         if tracker is not None:
             tracked = tracker.process(records)
-            annotations = {a.id: a for a in tracked.annotations}
+            for a in tracked.annotations:  # the first answer of an id (later: redelivered)
+                annotations.setdefault(a.id, a)
         if officials is not None:
             officials.process(records, tracker, tracked)
         if tracker is not None and tracked is not None:

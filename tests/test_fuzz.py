@@ -480,8 +480,9 @@ class Pipeline:
         assert ann_ids <= want
         missing = want - ann_ids
         if missing:
-            # by design a post whose cluster expired within the same batch (it is older than
-            # the watermark minus the TTL) keeps no annotation; it is counted, not lost
+            # by design a post whose cluster a later post of the same batch expired (event
+            # time jumped past the TTL) keeps no annotation; it is counted, not lost. A post
+            # already older than the TTL when it comes is annotated "late"
             assert tracked.expired, f"tracked posts without annotation: {sorted(missing)[:5]}"
             if rumours is self.rumours:
                 self.unannotated_expired += len(missing)

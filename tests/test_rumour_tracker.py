@@ -121,6 +121,35 @@ def test_redelivery_changes_nothing() -> None:
             assert ref is not None and a.cluster == ref.cluster
 
 
+TEXTS = ("Brand in de metro bij Centraal Station", "Klopt dit? Bron?",
+         "Schoten gehoord op de Dam", "Gratis bier bij de Westerkerk", "nepnieuws")
+
+
+@settings(max_examples=40, deadline=None)
+@given(order=st.lists(st.integers(0, 12), min_size=1, max_size=40),
+       cuts=st.lists(st.integers(1, 8), min_size=1, max_size=40))
+def test_every_delivery_is_answered_and_each_post_processed_once(order: list[int],
+                                                                 cuts: list[int]) -> None:
+    """Any mix of batches and re-deliveries (also twice in one batch): every delivery of a
+    tracked post gets an annotation, and exactly one per post id is not ``redelivered``
+    (what the metrics count). Until 2026-12-07 a post twice in one batch got none."""
+    posts = {i: _post(f"p{i}", TEXTS[i % len(TEXTS)], i,
+                      **({"reply_to": f"p{i - 3}"} if i % 4 == 3 else {})) for i in range(13)}
+    stream = [posts[i] for i in order]
+    tracker = _tracker()
+    answers = []
+    at = k = 0
+    while at < len(stream):
+        size = cuts[k % len(cuts)]
+        answers += tracker.process(stream[at:at + size]).annotations
+        at, k = at + size, k + 1
+    assert len(answers) == len(stream)
+    assert Counter(a.id for a in answers if a.how != "redelivered") == Counter(
+        {f"p{i}": 1 for i in set(order)})
+    sizes = sum(c.size for c in tracker.clusterer.clusters.values())
+    assert sizes == len(set(order))  # each post counted once in the clusters
+
+
 def test_a_redelivery_older_than_the_ttl_is_late_and_changes_nothing() -> None:
     """Kafka re-delivers a stretch the clusterer has forgotten (a consumer group rewound
     past the TTL): those posts are annotated ``late``, join no cluster and change nothing;
