@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,13 +38,23 @@ def detector() -> HybridDetector:
 
 
 _SESSION_START = time.time()
+#: ``CROWDWATCH_RELIABILITY_RECORD=1``: the fault and fuzz figures of this run go to the
+#: tracked docs/reliability-results and docs/reliability.md is rendered at the end; without
+#: it they go to a temporary folder and a test run leaves the working tree as it found it
+RECORD = "CROWDWATCH_RELIABILITY_RECORD"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(RECORD) != "1":
+        os.environ.setdefault("CROWDWATCH_RELIABILITY_DIR",
+                              tempfile.mkdtemp(prefix="crowdwatch-reliability-"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Render docs/reliability.md's generated part when this run recorded figures."""
+    """Render docs/reliability.md's generated part when this run recorded figures for it."""
     from tests.reliability_report import render, results_dir
 
     folder = results_dir()
-    if folder.is_dir() and any(p.stat().st_mtime >= _SESSION_START
-                               for p in folder.glob("*.jsonl")):
+    if os.environ.get(RECORD) == "1" and folder.is_dir() \
+            and any(p.stat().st_mtime >= _SESSION_START for p in folder.glob("*.jsonl")):
         render()

@@ -8,7 +8,10 @@ the latest figures. ``python -m tests.reliability_report`` renders by hand.
 
 Folder: ``CROWDWATCH_RELIABILITY_DIR`` (default ``docs/reliability-results``, tracked: the
 latest row per fault / section is kept there, so a run of one test on a fresh clone updates
-its own row and leaves the figures of the others in place).
+its own row and leaves the figures of the others in place). A pytest run records there, and
+renders the document, only with ``CROWDWATCH_RELIABILITY_RECORD=1``
+(``CROWDWATCH_RELIABILITY_RECORD=1 bash deploy/local/test.sh``); otherwise tests/conftest.py
+points the folder at a temporary one, so a plain test run changes no tracked file.
 """
 
 from __future__ import annotations
