@@ -41,18 +41,17 @@ from models.hf import (
     quantize_int8,
     sorted_batches,
 )
-from models.text import fold, normalize
+from models.text import URL, fold, normalize
 
 log = logging.getLogger(__name__)
 
-_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 _RT = re.compile(r"^rt @[\w.\-]+:\s*")
 
 
 def embed_key(text: str) -> str:
     """What makes two posts the same text for embedding: case, accents, whitespace,
     URLs and a leading 'RT @x:'."""
-    return _RT.sub("", _URL.sub("", fold(normalize(text)))).strip()
+    return _RT.sub("", URL.sub("", fold(normalize(text)))).strip()
 
 
 class TextEmbedder(Protocol):

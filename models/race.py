@@ -40,7 +40,7 @@ from datetime import datetime
 from typing import Any
 
 from models.reach import minute_iso
-from models.text import fold, normalize
+from models.text import URL, fold, normalize
 from models.times import parse_time
 
 __all__ = [
@@ -309,7 +309,6 @@ def rebuttals_summary(races: Iterable[RebuttalRace]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------
 # Which clusters does an official post rebut?
 # ---------------------------------------------------------------------------------------
-_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 _MENTION = re.compile(r"(?<![\w@])@[\w.\-]+(?:@[\w.\-]+)?")
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -357,7 +356,7 @@ def _stem(token: str) -> str:
 
 
 def _clean(text: str) -> str:
-    text = _MENTION.sub(" ", _URL.sub(" ", normalize(text)))
+    text = _MENTION.sub(" ", URL.sub(" ", normalize(text)))
     return fold(text).replace("#", " ")
 
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.evaluation import ClassificationReport, classification_report
-from models.text import fold
+from models.text import URL, fold
 
 STANCES: tuple[str, ...] = ("support", "deny", "query", "comment")
 LEXICON_VERSION = "stance-cues-3"
@@ -43,7 +43,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "stance-default"
 
 # --------------------------------------------------------------------------- text
 
-_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 _MENTION = re.compile(r"(?<![\w@])@\w+(?:@[\w.\-]+)?")
 _RT = re.compile(r"^\s*rt\s+@user\b:?\s*")
 _TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?|\d+|[?!]")
@@ -58,7 +57,7 @@ def _prepare(text: str | None) -> str:
     text = text[:_MAX_CHARS]
     if "&" in text:
         text = html.unescape(text)
-    text = _URL.sub(" urlx ", text)
+    text = URL.sub(" urlx ", text)
     text = _MENTION.sub(" @user ", text)
     text = fold(text).replace("\u2019", "'").replace("`", "'")
     return _SPACE.sub(" ", text).strip()

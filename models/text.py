@@ -12,7 +12,8 @@ import unicodedata
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
 _SPACE = re.compile(r"\s+")
-_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
+#: a link (http(s):// or www.), the one pattern every model strips or marks links with
+URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 # a handle does not end in '.' or '-' (that is the sentence around it); Mastodon: @user@host
 _HANDLE = r"\w(?:[\w.\-]*\w)?"
 _MENTION = re.compile(rf"(?<![\w@])@{_HANDLE}(?:@{_HANDLE})?")
@@ -42,7 +43,7 @@ def strip_for_language(text: str) -> str:
     """Text with URLs, mentions, the retweet prefix and '#' removed: what a language detector
     should see."""
     text = _RT_PREFIX.sub("", text)
-    text = _URL.sub(" ", text)
+    text = URL.sub(" ", text)
     text = _MENTION.sub(" ", text)
     text = text.replace("#", " ")
     return _SPACE.sub(" ", text).strip()
@@ -50,7 +51,7 @@ def strip_for_language(text: str) -> str:
 
 def mask_handles_and_links(text: str) -> str:
     """Every @handle as ``@user`` and every link as ``http`` (the TweetEval convention)."""
-    return _URL.sub("http", _MENTION.sub("@user", text))
+    return URL.sub("http", _MENTION.sub("@user", text))
 
 
 def hashtags(text: str) -> list[str]:

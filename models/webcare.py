@@ -43,7 +43,7 @@ from models.event import OfficialAccount
 from models.official import OfficialRegistry
 from models.pending import PendingBuffer
 from models.reach import author_key, record_kind
-from models.text import fold, mentions, normalize
+from models.text import URL, fold, mentions, normalize
 from models.times import parse_time
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
 
 # tables of the pending buffer
 _CAND, _ANSWERS, _FOLLOWUPS = "candidate", "answer", "followup"
-_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 _LEADING_MENTIONS = re.compile(r"^(?:\s*@[\w.\-]+(?:@[\w.\-]+)?[,:]?)+\s*")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -102,7 +101,7 @@ def classify_request(text: str, lang: str | None = None) -> str | None:
     """``"question"``, ``"complaint"`` or None for a post's text (Dutch and English cues;
     ``lang`` is accepted for future per-language rules and currently unused)."""
     del lang
-    body = _URL.sub(" ", normalize(text))
+    body = URL.sub(" ", normalize(text))
     folded = fold(body)
     if "?" in folded or "¿" in folded:
         return "question"
