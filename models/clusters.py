@@ -1,6 +1,7 @@
 """Online claim clustering: which posts are about the same claim.
 
-One pass over posts in arrival order; every post lands in exactly one cluster:
+One pass over posts in arrival order; every post that is not late (1.) lands in exactly one
+cluster:
 
 1. a re-delivered post id returns its earlier assignment and changes nothing; a post
    older than ``ttl_s`` behind the newest event time seen (the watermark) is *late*: it

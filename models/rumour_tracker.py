@@ -180,18 +180,24 @@ class RumourTracker:
             if p["id"] not in self._annotations and p["id"] not in taken:
                 taken.add(p["id"])
                 fresh.append(p)
-        stances = self._stances(fresh)
-        claim_probs = self._claim_probs(fresh)
+        mark = self.clusterer.watermark
+        times = {}
+        for p in fresh:
+            ts = post_ts(p, wall)
+            if mark and ts > mark + MAX_JUMP_S:  # a post dated far ahead (9999, a bad clock)
+                ts = mark  # must not expire every live cluster
+            times[p["id"]] = ts
+        # the models skip posts already late (the clusterer refuses them): a consumer group
+        # rewound by hours would otherwise put every old post through them for nothing
+        live = [p for p in fresh if not self.clusterer.is_late(times[p["id"]])]
+        stances = self._stances(live)
+        claim_probs = self._claim_probs(live)
         inputs = []
         for p in fresh:
             author = p.get("author") if isinstance(p.get("author"), Mapping) else None
             raw_key = (author or {}).get("id") or (author or {}).get("handle")
             key = self.pseudonymise(f"{p.get('platform') or ''}:{raw_key}") if raw_key else None
-            ts = post_ts(p, wall)
-            mark = self.clusterer.watermark
-            if mark and ts > mark + MAX_JUMP_S:  # a post dated far ahead (9999, a bad clock)
-                ts = mark  # must not expire every live cluster
-            inp = input_from_post(p, ts=ts, author_key=key,
+            inp = input_from_post(p, ts=times[p["id"]], author_key=key,
                                   official=self.is_official(p),
                                   claim_prob=claim_probs.get(p["id"]))
             if inp.parent is not None:  # the cluster counts the stance of its replies/quotes

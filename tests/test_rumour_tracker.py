@@ -165,7 +165,17 @@ def test_a_redelivery_older_than_the_ttl_is_late_and_changes_nothing() -> None:
              for cid, c in tracker.clusterer.clusters.items()}
     old = [p for p in posts if post_ts(p, 0.0) < tracker.clusterer.watermark - ttl][:400]
     assert len(old) == 400
+    seen: list[str] = []
+
+    class Counting(KeywordStance):
+        def classify(self, texts: Sequence[str], parents: Sequence[str | None] | None = None
+                     ) -> list[_Stance]:
+            seen.extend(texts)
+            return super().classify(texts, parents)
+
+    tracker.stance = Counting()
     out = tracker.process(old)
+    assert seen == []  # late posts skip the models
     assert out.events == [] and out.changed == [] and out.expired == []
     tracked = [p for p in old if p.get("kind") not in ("like", "delete")]
     assert len(out.annotations) == len(tracked)  # every tracked post answered, none dropped
