@@ -208,14 +208,20 @@ class RumourTracker:
         changed: dict[str, Cluster] = {}
         last_ts: dict[str, float] = {}
         joined: list[tuple[str, str, str | None, str]] = []  # post id, cluster, stance, how
-        late: dict[str, PostAnnotation] = {}
+        # this batch's answers: they are given even when not remembered past it (late posts:
+        # a later delivery is late again; posts whose cluster expired in the same batch)
+        answers: dict[str, PostAnnotation] = {}
+        orphans: list[tuple[str, str, str | None, str]] = []
         for p, inp in zip(fresh, inputs, strict=True):
             a: Assignment = assignments[p["id"]]
-            if a.late:  # not remembered: a later delivery is late again
-                late[p["id"]] = PostAnnotation(p["id"], "", None, 0.0, "late")
+            if a.late:
+                answers[p["id"]] = PostAnnotation(p["id"], "", None, 0.0, "late")
+                continue
+            if a.redelivered:
                 continue
             c = self.clusterer.clusters.get(a.cluster_id)
-            if c is None or a.redelivered:
+            if c is None:  # a later post of this batch moved event time past the TTL
+                orphans.append((p["id"], a.cluster_id, stances.get(p["id"]), a.how))
                 continue
             if a.size == 2:  # a lone post is not a cluster yet
                 out.events.append(ClusterEvent("created", c.id, inp.ts, a.size, c.score, c.state))
@@ -234,8 +240,8 @@ class RumourTracker:
         for cid, c in changed.items():
             self._rescore(c, self.clusterer.watermark, last_ts[cid], out)
         for pid, cid, stance, how in joined:
-            self._annotations[pid] = PostAnnotation(pid, cid, stance,
-                                                    round(changed[cid].score, 4), how)
+            self._annotations[pid] = answers[pid] = PostAnnotation(
+                pid, cid, stance, round(changed[cid].score, 4), how)
             self._arrivals[pid] = changed[cid].last_seen
         self._forget_old_annotations()
         for c in self.clusterer.expire(self.clusterer.watermark):
@@ -244,10 +250,18 @@ class RumourTracker:
             out.expired.append(c)
             changed.pop(c.id, None)
             self._forget(c)
+        if orphans:  # their cluster is gone: its score at its last post (until 2026-12-07
+            # they got no annotation, so no cluster in `crowdwatch score` and no count)
+            gone = {c.id: c for c in out.expired}
+            for pid, cid, stance, how in orphans:
+                c = gone.get(cid)
+                score = 0.0 if c is None or c.official_root else self.scorer.score(
+                    self.features(c, c.last_seen))
+                answers[pid] = PostAnnotation(pid, cid, stance, round(score, 4), how)
         out.changed = list(changed.values())
         first = {p["id"] for p in fresh}  # answered as processed once, then as re-delivered
         for p in todo:
-            ann = self._annotations.get(p["id"]) or late.get(p["id"])
+            ann = answers.get(p["id"]) or self._annotations.get(p["id"])
             if ann is not None:
                 out.annotations.append(ann if p["id"] in first else PostAnnotation(
                     ann.id, ann.cluster, ann.stance, ann.rumour_score, "redelivered"))
