@@ -110,6 +110,11 @@ def score(
     embedder: Annotated[str | None, typer.Option(
         help="Claim embeddings: default, hashing, off or a local model directory "
         "(CROWDWATCH_CLUSTER_EMBEDDER)")] = None,
+    sort: Annotated[bool, typer.Option(
+        "--sort", help="Process the posts in created_at order (reads the whole file into "
+        "memory; output in that order, rejects keep their line numbers): for exports that "
+        "are newest first or by thread, whose older posts the claim clusters would "
+        "otherwise answer as late")] = False,
 ) -> None:
     """Batch mode: enrich a JSON Lines file with the same models as the worker, no Kafka."""
     from models.enrich import Enricher
@@ -147,7 +152,7 @@ def score(
                     result = score_stream(source, str(input_path), enricher, out_f, rej_f,
                                           progress=lambda n: progress.advance(task, n),
                                           scorer=scorer, tracker=tracker,
-                                          officials=officials)
+                                          officials=officials, sort=sort)
                     progress.update(task, total=progress.tasks[0].completed)
             finally:
                 if rej_f is not None:
@@ -170,7 +175,7 @@ def score(
         err.print(f"{result.late_posts} late post(s): dated more than the cluster TTL "
                   f"({settings.cluster_ttl_s / 3600:g} h) before a post earlier in the file, "
                   "so in no cluster (cluster and rumour_score null); is the file in time "
-                  "order?", highlight=False)
+                  "order? --sort processes it in created_at order", highlight=False)
 
 
 def _tracker(settings: Settings, event: Any) -> Any:

@@ -13,8 +13,10 @@ when it parses as a JSON object (``Enricher.scrub``).
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import EllipsisType
@@ -26,6 +28,7 @@ from models.official_tracker import OfficialTracker
 from models.privacy import Pseudonymiser
 from models.rumour_tracker import PostAnnotation, RumourTracker
 from models.sentiment import SentimentScorer
+from models.times import parse_time
 from streams.batch import author_pseudonymiser
 from streams.jsonl import InputError, iter_lines
 from streams.settings import load_settings
@@ -62,6 +65,7 @@ def score_stream(
     tracker: RumourTracker | None = None,
     officials: OfficialTracker | None = None,
     pseudonymiser: Pseudonymiser | EllipsisType | None = ...,
+    sort: bool = False,
 ) -> ScoreResult:
     """``tracker``: also cluster the posts and add ``stance``, ``cluster`` and
     ``rumour_score`` (the score of the post's cluster when the post was processed).
@@ -70,6 +74,9 @@ def score_stream(
     enricher's own, else the one the settings configure (on unless
     ``CROWDWATCH_PSEUDONYMISE_AUTHORS=false``). The enricher and the official registry
     are set up to use it (officials are matched by the pseudonyms of their handles).
+
+    ``sort``: read the whole input first and process it in ``created_at`` order (see
+    :func:`time_ordered`); outputs follow that order, rejects keep their line numbers.
     """
     if pseudonymiser is ...:
         pseudonymiser = enricher.pseudonymiser
@@ -142,9 +149,10 @@ def score_stream(
             progress(len(batch))
         batch.clear()
 
-    for line in iter_lines(source):
+    numbered = time_ordered(iter_lines(source)) if sort else enumerate(iter_lines(source), 1)
+    for number, line in numbered:
         lines_in += 1
-        batch.append(RawRecord(line, {"file": source_name, "line": lines_in}))
+        batch.append(RawRecord(line, {"file": source_name, "line": number}))
         if len(batch) >= BATCH:
             flush()
     if batch:
@@ -160,6 +168,29 @@ def score_stream(
     return ScoreResult(lines_in, lines_out, n_rejects, tally, dict(by_sentiment.most_common()),
                        dict(by_stance.most_common()), clusters,
                        officials.summary() if officials is not None else {}, late)
+
+
+def time_ordered(lines: Iterable[bytes]) -> list[tuple[int, bytes]]:
+    """(line number, line) in ``created_at`` order, stable. A line without a readable time
+    (bad JSON, no or an unparseable ``created_at``) keeps its place after the line before
+    it, so bad lines are still rejected with their own numbers and in their neighbourhood.
+    Reads everything into memory: for exports that are not in time order (newest first,
+    by thread), which the claim clusters would otherwise mostly answer as late."""
+    keyed: list[tuple[float, int, bytes]] = []
+    last = -math.inf
+    for number, line in enumerate(lines, 1):
+        ts = None
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):  # bad bytes or JSON: rejected later
+            obj = None
+        if isinstance(obj, dict):
+            ts = parse_time(obj.get("created_at"))
+        if ts is not None and math.isfinite(ts):
+            last = ts
+        keyed.append((last, number, line))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    return [(number, line) for _, number, line in keyed]
 
 
 SUMMARY_CLUSTER_FIELDS = ("id", "size", "rumour_score", "state", "flagged", "first_seen",

@@ -91,3 +91,37 @@ def test_a_post_older_than_the_cluster_ttl_is_listed_late_not_dropped(
     assert plain["late_posts"] == 0
     assert [(c["id"], c["size"]) for c in summary["clusters"]] == [
         (c["id"], c["size"]) for c in plain["clusters"]]
+
+
+def test_sort_processes_an_unordered_file_in_time_order(tmp_path: Path) -> None:
+    """Newest first (a common export): without --sort most posts come late; with it the
+    clusters are those of the file in time order, and bad lines keep their numbers."""
+    posts, _ = write_traffic(generate("rumour-rebuttal", seed=12, n_posts=2000,
+                                      duration_minutes=600), tmp_path / "ten-hours")
+    lines = posts.read_text().splitlines()
+    backwards = tmp_path / "newest-first.posts.jsonl"
+    bad = "{not json"
+    backwards.write_text("\n".join([*reversed(lines[:1000]), bad, *reversed(lines[1000:])])
+                         + "\n")
+    in_order = tmp_path / "in-order.posts.jsonl"
+    in_order.write_text("\n".join(lines[:1000]) + "\n")
+    mixed, _ = _score(backwards, tmp_path, "mixed", says="is the file in time order?")
+    assert mixed["late_posts"] > 0
+    os.environ.pop("CROWDWATCH_EVENT_FILE", None)
+    res = CliRunner().invoke(app, [
+        "score", str(backwards), "--out", str(tmp_path / "sorted.jsonl"), "--rejects",
+        str(tmp_path / "rej.jsonl"), "--summary", str(tmp_path / "sorted.json"), "--event",
+        str(PACKAGED_EVENT), "--sentiment-model", "off", "--embedder", "hashing", "--sort"])
+    assert res.exit_code == 0, res.output
+    sorted_summary = json.loads((tmp_path / "sorted.json").read_text())
+    assert sorted_summary["late_posts"] == 0
+    rows = [json.loads(x) for x in (tmp_path / "sorted.jsonl").read_text().splitlines()]
+    times = [r["created_at"] for r in rows]
+    assert times == sorted(times) and len(rows) == len(lines)
+    rejects = [json.loads(x) for x in (tmp_path / "rej.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [1001]  # its own line number
+    whole, _ = _score(posts, tmp_path, "whole")
+    # the same clusters (posts of the same second may come in another order, so a cluster
+    # may be named after another of its first posts)
+    assert sorted(c["size"] for c in sorted_summary["clusters"]) == sorted(
+        c["size"] for c in whole["clusters"])
