@@ -187,6 +187,10 @@ class RumourTracker:
             if mark and ts > mark + MAX_JUMP_S:  # a post dated far ahead (9999, a bad clock)
                 ts = mark  # must not expire every live cluster
             times[p["id"]] = ts
+            # against the batch's own progress: a batch may span more than MAX_JUMP_S (a
+            # backlog, a file); judged against the watermark before the batch, its later
+            # posts were placed back there and came late (2026-12-07)
+            mark = max(mark, ts)
         # the models skip posts already late (the clusterer refuses them): a consumer group
         # rewound by hours would otherwise put every old post through them for nothing
         live = [p for p in fresh if not self.clusterer.is_late(times[p["id"]])]

@@ -479,6 +479,22 @@ def test_a_post_dated_far_ahead_does_not_expire_every_cluster() -> None:
     assert tracker.annotation("z").cluster == cid  # type: ignore[union-attr]
 
 
+def test_one_batch_may_span_more_than_a_day_of_event_time() -> None:
+    """A post more than 24 h ahead is judged against the batch's own progress, not the
+    watermark before the batch: a backlog or a file that moves forward post by post over
+    days is taken as dated (its later posts were placed back at the old watermark and came
+    late until 2026-12-07); a lone jump still is not."""
+    tracker = _tracker()
+    tracker.process([_post("a", "Brand in de metro bij Centraal Station, alles ontruimd", 0)])
+    # every 4 hours for 36 hours after 12:00 on the 27th, in one batch
+    day = [{**_post(f"d{h}", f"Bericht nummer {h} over de drukte in de stad", 0),
+            "created_at": f"2027-04-{27 + (12 + h) // 24:02d}T{(12 + h) % 24:02d}:00:00Z"}
+           for h in range(0, 40, 4)]
+    out = tracker.process(day)
+    assert [a.how for a in out.annotations if a.how == "late"] == []
+    assert tracker.clusterer.watermark == post_ts(day[-1], 0.0)
+
+
 def test_flags_an_earlier_process_raised_are_restored() -> None:
     tracker = RumourTracker(OnlineClusterer(ClusterSettings(), HashingEmbedder()),
                             RumourScorer(RumourSettings(flag_threshold=1.01)),
