@@ -176,8 +176,15 @@ class RumourTracker:
         # assignment and the post got no annotation at all)
         fresh: list[Mapping[str, Any]] = []
         taken: set[str] = set()
+        # this batch's answers: given even when not remembered past it (late posts: a later
+        # delivery is late again; posts whose cluster expires within the batch; re-delivered
+        # posts whose cluster a later post of the batch expires)
+        answers: dict[str, PostAnnotation] = {}
         for p in todo:
-            if p["id"] not in self._annotations and p["id"] not in taken:
+            known = self._annotations.get(p["id"])
+            if known is not None:
+                answers[p["id"]] = known
+            elif p["id"] not in taken:
                 taken.add(p["id"])
                 fresh.append(p)
         mark = self.clusterer.watermark
@@ -212,18 +219,17 @@ class RumourTracker:
         changed: dict[str, Cluster] = {}
         last_ts: dict[str, float] = {}
         joined: list[tuple[str, str, str | None, str]] = []  # post id, cluster, stance, how
-        # this batch's answers: they are given even when not remembered past it (late posts:
-        # a later delivery is late again; posts whose cluster expired in the same batch)
-        answers: dict[str, PostAnnotation] = {}
         orphans: list[tuple[str, str, str | None, str]] = []
         for p, inp in zip(fresh, inputs, strict=True):
             a: Assignment = assignments[p["id"]]
             if a.late:
                 answers[p["id"]] = PostAnnotation(p["id"], "", None, 0.0, "late")
                 continue
-            if a.redelivered:
-                continue
             c = self.clusterer.clusters.get(a.cluster_id)
+            if a.redelivered:  # the clusterer remembers it, its annotation went past the cap
+                answers[p["id"]] = PostAnnotation(p["id"], a.cluster_id, None, round(
+                    c.score if c is not None else 0.0, 4), "redelivered")
+                continue
             if c is None:  # a later post of this batch moved event time past the TTL
                 orphans.append((p["id"], a.cluster_id, stances.get(p["id"]), a.how))
                 continue
@@ -265,7 +271,7 @@ class RumourTracker:
         out.changed = list(changed.values())
         first = {p["id"] for p in fresh}  # answered as processed once, then as re-delivered
         for p in todo:
-            ann = answers.get(p["id"]) or self._annotations.get(p["id"])
+            ann = answers.get(p["id"])
             if ann is not None:
                 out.annotations.append(ann if p["id"] in first else PostAnnotation(
                     ann.id, ann.cluster, ann.stance, ann.rumour_score, "redelivered"))
