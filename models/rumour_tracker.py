@@ -122,6 +122,10 @@ class RumourTracker:
         self._arrivals: OrderedDict[str, float] = OrderedDict()  # post id -> event time
         self._texts: dict[str, dict[str, str]] = {}  # cluster -> sample id -> text
         self._prior_flags: dict[str, float] = {}  # cluster id -> flagged at (restore_flags)
+        # how far one post may move event time forward (MAX_JUMP_S); a caller that feeds
+        # posts sorted by time (``crowdwatch score --sort``) lifts it: there a far-future
+        # date sorts to the end and a gap of days between posts is real
+        self.max_jump_s = MAX_JUMP_S
 
     # ------------------------------------------------------------------ features
 
@@ -191,10 +195,10 @@ class RumourTracker:
         times = {}
         for p in fresh:
             ts = post_ts(p, wall)
-            if mark and ts > mark + MAX_JUMP_S:  # a post dated far ahead (9999, a bad clock)
+            if mark and ts > mark + self.max_jump_s:  # dated far ahead (9999, a bad clock)
                 ts = mark  # must not expire every live cluster
             times[p["id"]] = ts
-            # against the batch's own progress: a batch may span more than MAX_JUMP_S (a
+            # against the batch's own progress: a batch may span more than a day (a
             # backlog, a file); judged against the watermark before the batch, its later
             # posts were placed back there and came late (2026-12-07)
             mark = max(mark, ts)

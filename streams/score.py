@@ -150,6 +150,8 @@ def score_stream(
         batch.clear()
 
     numbered = time_ordered(iter_lines(source)) if sort else enumerate(iter_lines(source), 1)
+    if sort and tracker is not None:  # in time order a gap of days is real (see time_ordered)
+        tracker.max_jump_s = math.inf
     for number, line in numbered:
         lines_in += 1
         batch.append(RawRecord(line, {"file": source_name, "line": number}))
@@ -175,7 +177,10 @@ def time_ordered(lines: Iterable[bytes]) -> list[tuple[int, bytes]]:
     (bad JSON, no or an unparseable ``created_at``) keeps its place after the line before
     it, so bad lines are still rejected with their own numbers and in their neighbourhood.
     Reads everything into memory: for exports that are not in time order (newest first,
-    by thread), which the claim clusters would otherwise mostly answer as late."""
+    by thread), which the claim clusters would otherwise mostly answer as late. In this
+    order a post dated far ahead (9999) comes last, so the tracker may let event time jump
+    freely (:attr:`RumourTracker.max_jump_s`): a file with a quiet day in it keeps its
+    days apart."""
     keyed: list[tuple[float, int, bytes]] = []
     last = -math.inf
     for number, line in enumerate(lines, 1):

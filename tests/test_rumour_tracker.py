@@ -495,6 +495,24 @@ def test_one_batch_may_span_more_than_a_day_of_event_time() -> None:
     assert tracker.clusterer.watermark == post_ts(day[-1], 0.0)
 
 
+def test_a_caller_with_sorted_posts_lets_event_time_jump_days() -> None:
+    """``crowdwatch score --sort`` lifts the day-per-post limit: in time order a gap of
+    days is real (a far-future date sorts to the end), so a post three days later ends the
+    clusters of the first day; live (the default) it is held back at the watermark."""
+    later = {**_post("b", "Heel ander bericht over iets anders vandaag hier", 0),
+             "created_at": "2027-04-30T12:00:00Z"}
+    held, free = _tracker(), _tracker()
+    free.max_jump_s = math.inf
+    ends = []
+    for tracker in (held, free):
+        tracker.process([_post("a", "Brand in de metro bij Centraal Station, ontruimd", 0),
+                         _post("a2", "Brand in de metro bij Centraal Station, ontruimd!", 1)])
+        ends.append([c.id for c in tracker.process([later]).expired])
+    assert ends == [[], [cluster_id_for("a")]]
+    assert free.clusterer.watermark == post_ts(later, 0.0)
+    assert held.clusterer.watermark < post_ts(later, 0.0)
+
+
 def test_flags_an_earlier_process_raised_are_restored() -> None:
     tracker = RumourTracker(OnlineClusterer(ClusterSettings(), HashingEmbedder()),
                             RumourScorer(RumourSettings(flag_threshold=1.01)),
