@@ -60,6 +60,13 @@ def _tracker(**kw: Any) -> RumourTracker:
                          pseudonymise=Pseudonymiser(b"test-key"), clock=lambda: 1.8e9, **kw)
 
 
+def _ttl_tracker(ttl: float, clock: float = 1.8e9) -> RumourTracker:
+    """A tracker with cluster TTL ``ttl``, the keyword stance model and a fixed clock."""
+    return RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
+                         RumourScorer(RumourSettings()), stance=KeywordStance(),
+                         clock=lambda: clock)
+
+
 def _feed(tracker: RumourTracker, posts: Sequence[dict[str, Any]], batch: int = 200
           ) -> list[Any]:
     return [tracker.process(posts[i:i + batch]) for i in range(0, len(posts), batch)]
@@ -167,9 +174,7 @@ def test_a_post_whose_cluster_expires_later_in_its_batch_is_still_answered() -> 
     """Event time jumps past the TTL inside one batch (a file in thread order, a backlog):
     the posts before the jump are answered with the cluster they joined, which expired in
     the same batch; until 2026-12-07 they got no annotation at all."""
-    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=600), HashingEmbedder()),
-                            RumourScorer(RumourSettings()), stance=KeywordStance(),
-                            clock=lambda: 0.0)
+    tracker = _ttl_tracker(600, clock=0.0)
     a = _post("a", "Brand in de metro bij Centraal Station, alles ontruimd", 0)
     r = _post("r", "Klopt dit? Bron?", 1, reply_to="a")
     z = _post("z", "Heel ander bericht over iets anders vandaag hier", 30)
@@ -189,9 +194,7 @@ def test_a_redelivery_older_than_the_ttl_is_late_and_changes_nothing() -> None:
     past the TTL): those posts are annotated ``late``, join no cluster and change nothing;
     until 2026-12-07 they counted twice in their clusters' sizes."""
     ttl = 600.0
-    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
-                            RumourScorer(RumourSettings()), stance=KeywordStance(),
-                            clock=lambda: 1.8e9)
+    tracker = _ttl_tracker(ttl)
     posts = generate("rumour-rebuttal", seed=4, n_posts=3000,
                      duration_minutes=6 * ttl / 60).posts
     _feed(tracker, posts)
@@ -323,9 +326,7 @@ def test_annotations_are_released_with_their_posts_over_many_ttls() -> None:
     until the clusterer has forgotten its post. Before, a post its (still growing) cluster
     forgot only after the tracker's first check kept its annotation for good."""
     ttl = 3600.0
-    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
-                            RumourScorer(RumourSettings()), stance=KeywordStance(),
-                            clock=lambda: 1.8e9)
+    tracker = _ttl_tracker(ttl)
     posts = generate("rumour-rebuttal", seed=5, n_posts=12_000,
                      duration_minutes=16 * ttl / 60).posts
     _feed(tracker, posts)
@@ -539,9 +540,7 @@ def test_races_end_with_their_clusters_over_many_ttls(event: EventConfig) -> Non
     expired used to live for good (a 1M soak held thousands). They end with their cluster,
     whether it expires in a batch or in a tick, and the indexes stay in step."""
     ttl = 3600.0
-    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
-                            RumourScorer(RumourSettings()), stance=KeywordStance(),
-                            clock=lambda: 1.8e9)
+    tracker = _ttl_tracker(ttl)
     officials = OfficialTracker(OfficialRegistry.from_event(event))
     posts = generate("rumour-rebuttal", seed=5, n_posts=12_000,
                      duration_minutes=16 * ttl / 60).posts
@@ -567,9 +566,7 @@ def _official_stage(event: EventConfig, ttl: float, *, auto_link: bool = True,
                     **kw: Any) -> RumourStage:
     """A rumour stage with official tracking over an in-memory store, clusters living
     ``ttl`` seconds of event time."""
-    tracker = RumourTracker(OnlineClusterer(ClusterSettings(ttl_s=ttl), HashingEmbedder()),
-                            RumourScorer(RumourSettings()), stance=KeywordStance(),
-                            clock=lambda: 1.8e9)
+    tracker = _ttl_tracker(ttl)
     base = OfficialRegistry.from_event(event)
     return RumourStage(tracker, event=EVENT, store=MemoryStore(),
                        metrics=RumourMetrics(CollectorRegistry(), EVENT, top_k=3),
