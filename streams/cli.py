@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -765,6 +766,11 @@ def worker(
         raise fail(f"cannot reach Redis for the pseudonym key: {exc} (or set "
                    "CROWDWATCH_PSEUDONYM_KEY)") from None
     child = None
+    from streams.rumour_process import PARENT_ENV, watch_parent
+
+    parent = os.environ.get(PARENT_ENV, "")
+    if settings.worker_role == "rumours" and parent.isdigit():
+        watch_parent(int(parent))  # a worker's rumour process: it ends with its worker
     if settings.rumour_process and settings.rumours_enabled and settings.worker_role == "all":
         from streams.rumour_process import RumourProcess
 

@@ -12,7 +12,13 @@ rumour stage alone, reading ``posts.claims`` in its own consumer group
 
 The two live and die together: the child gets ``SIGTERM`` when the worker's process ends
 (Linux ``PR_SET_PDEATHSIG``, so also after ``kill -9``), and the worker stops with exit
-code 1 when the child ends, so its supervisor restarts both. Nothing else is shared: each
+code 1 when the child ends, so its supervisor restarts both. The child also watches its
+parent itself (:func:`watch_parent`): should the signal not come (the parent died before
+the child asked for it) or its graceful stop hang (a batch in the clustering thread, a slow
+broker), it sends itself ``SIGTERM`` and, ``PARENT_GRACE_S`` later, exits hard, so a
+restarted worker never finds the old child still holding its port. A hard exit loses
+nothing: the child's offsets are committed only for work it finished, and it rebuilds its
+clusters from ``posts.claims`` on start. Nothing else is shared: each
 side commits its own offsets, and the rumour side rebuilds its clusters from
 ``posts.claims`` on start (``streams.recovery``) as a single worker does.
 """
@@ -27,6 +33,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,9 +43,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RumourProcess", "child_env"]
+__all__ = ["PARENT_ENV", "RumourProcess", "child_env", "watch_parent"]
 
 _PR_SET_PDEATHSIG = 1
+#: the worker's pid, in the child's environment: the child watches it (watch_parent)
+PARENT_ENV = "CROWDWATCH_RUMOUR_PARENT_PID"
+PARENT_GRACE_S = 20.0
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -68,10 +79,34 @@ def child_env(settings: Settings, environ: dict[str, str] | None = None) -> dict
         "CROWDWATCH_APP_ID": settings.rumour_app_id,
         "CROWDWATCH_WEB_PORT": str(settings.rumour_port),
         "CROWDWATCH_WEB_HOST": settings.web_host,
+        PARENT_ENV: str(os.getpid()),
     })
     if settings.event_file is not None:
         env["CROWDWATCH_EVENT_FILE"] = str(settings.event_file)
     return env
+
+
+def watch_parent(parent: int, *, grace_s: float = PARENT_GRACE_S, every_s: float = 1.0,
+                 ) -> threading.Thread:
+    """In the child: a daemon thread that notices the worker ``parent`` is gone (the
+    child's parent pid changes, it was re-parented) and then stops this process: ``SIGTERM``
+    to itself (Faust's graceful stop) and, if it still runs ``grace_s`` later, ``os._exit(1)``.
+    Returns the started thread."""
+
+    def run() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        log.warning("worker (pid %d) is gone: the rumour process stops", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        log.error("rumour process still running %.0f s after its worker ended: exiting",
+                  grace_s)
+        logging.shutdown()
+        os._exit(1)
+
+    thread = threading.Thread(target=run, name="watch-parent", daemon=True)
+    thread.start()
+    return thread
 
 
 class RumourProcess:

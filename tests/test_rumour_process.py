@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from models.event import load_event
 from streams.app import Pipeline
-from streams.rumour_process import RumourProcess, child_env
+from streams.rumour_process import PARENT_ENV, RumourProcess, child_env
 from streams.rumours import tracker_from
 from streams.runtime import PACKAGED_EVENT
 from streams.settings import Settings
@@ -99,7 +99,38 @@ def test_the_child_gets_its_own_role_group_and_port(tmp_path: Path) -> None:
     assert env["CROWDWATCH_WEB_PORT"] == "7001" == str(s.rumour_port)
     assert env["CROWDWATCH_EVENT_FILE"] == str(event)
     assert env["PATH"] == "/bin"
+    assert env[PARENT_ENV] == str(os.getpid())  # the child watches this worker
     assert _settings(tmp_path, web_port=7000, rumour_web_port=9100).rumour_port == 9100
+
+
+_HANGS_ON_SIGTERM = """
+import signal, sys, time
+from streams.rumour_process import watch_parent
+signal.signal(signal.SIGTERM, lambda *a: print("sigterm", flush=True))  # a stop that hangs
+watch_parent(int(sys.argv[1]), grace_s=1.0, every_s=0.05)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("parent", ["alive", "gone"])
+def test_the_child_ends_when_its_worker_is_gone_even_if_its_stop_hangs(parent: str) -> None:
+    """Should the kernel's parent-death signal not come, or the graceful stop hang, the
+    rumour process still ends: its watcher sees the worker gone, sends SIGTERM and exits
+    hard a grace period later (a full-suite run once saw a child outlive its killed
+    worker by more than 60 s)."""
+    watched = os.getpid() if parent == "alive" else 1  # "gone": not our parent
+    proc = subprocess.Popen([sys.executable, "-c", _HANGS_ON_SIGTERM, str(watched)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if parent == "alive":
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=3)  # its worker (this test) lives: it keeps running
+        proc.kill()
+        proc.wait()
+        return
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err.decode()[-2000:]
+    assert out.decode().split() == ["sigterm"]
+    assert b"is gone" in err and b"exiting" in err
 
 
 @pytest.mark.parametrize("nice", [0, 5])
