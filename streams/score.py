@@ -129,8 +129,9 @@ def score_stream(
                 if is_new:
                     by_sentiment[sentiments[i].label] += 1
             ann = annotations.get(post.id)
-            if ann is not None:  # a late post (older than the cluster TTL): no cluster
+            if ann is not None:
                 record["stance"] = ann.stance
+                # a late post (older than the cluster TTL behind the newest): no cluster
                 record["cluster"] = ann.cluster or None
                 record["rumour_score"] = None if ann.how == "late" else ann.rumour_score
                 if is_new and ann.stance:
