@@ -16,11 +16,10 @@ code 1 when the child ends, so its supervisor restarts both. The child also watc
 parent itself (:func:`watch_parent`): should the signal not come (the parent died before
 the child asked for it) or its graceful stop hang (a batch in the clustering thread, a slow
 broker), it sends itself ``SIGTERM`` and, ``PARENT_GRACE_S`` later, exits hard, so a
-restarted worker never finds the old child still holding its port. A hard exit loses
-nothing: the child's offsets are committed only for work it finished, and it rebuilds its
-clusters from ``posts.claims`` on start. Nothing else is shared: each
-side commits its own offsets, and the rumour side rebuilds its clusters from
-``posts.claims`` on start (``streams.recovery``) as a single worker does.
+restarted worker never finds the old child still holding its port (a hard exit loses
+nothing: offsets are committed only for finished work). Nothing else is shared: each side
+commits its own offsets, and the rumour side rebuilds its clusters from ``posts.claims``
+on start (``streams.recovery``) as a single worker does.
 """
 
 from __future__ import annotations
