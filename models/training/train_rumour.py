@@ -482,11 +482,7 @@ def fit_score(z_claim: np.ndarray, roots: np.ndarray, y: np.ndarray, w: np.ndarr
 
 def print_latency(data: Path) -> int:
     """Detection latency on the RumourEval 2017 train+dev replay (all threads are rumours)."""
-    folder = data / "stance"
-    with (folder / "rumoureval2017-traindev.posts.jsonl").open(encoding="utf-8") as fh:
-        posts = [json.loads(line) for line in fh]
-    with (folder / "rumoureval2017-traindev.labels.jsonl").open(encoding="utf-8") as fh:
-        gold = {(r := json.loads(line))["id"]: r["stance"] for line in fh}
+    posts, gold = labelled.read_labelled(data / "stance" / "rumoureval2017-traindev", "stance")
     print(f"{'variant (claim model)':26} {'threads':>7} {'flagged':>7} {'at 1st':>6} "  # noqa: T201
           f"{'median':>7} {'p90':>7} {'mean':>7}  (minutes from a thread's first post)")
     variants: list[tuple[str, dict[str, str] | None, Any]] = [
