@@ -766,14 +766,12 @@ def worker(
         raise fail(f"cannot reach Redis for the pseudonym key: {exc} (or set "
                    "CROWDWATCH_PSEUDONYM_KEY)") from None
     child = None
-    from streams.rumour_process import PARENT_ENV, watch_parent
+    from streams.rumour_process import PARENT_ENV, RumourProcess, watch_parent
 
     parent = os.environ.get(PARENT_ENV, "")
     if settings.worker_role == "rumours" and parent.isdigit():
         watch_parent(int(parent))  # a worker's rumour process: it ends with its worker
     if settings.rumour_process and settings.rumours_enabled and settings.worker_role == "all":
-        from streams.rumour_process import RumourProcess
-
         # this process: the ingest side; the rumour stage: a child (streams.rumour_process)
         settings = settings.model_copy(update={"worker_role": "ingest"})
         child = RumourProcess(settings, loglevel=loglevel, event_path=event_path)
