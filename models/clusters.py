@@ -18,7 +18,8 @@ cluster:
 
 Per-post cost does not grow with the number of active clusters: both lookups are
 hash-bucket probes with a capped candidate list. Clusters idle for ``ttl_s`` of event
-time expire and release their members; a long-lived cluster forgets member ids older
+time expire, before the post that moves event time past them is placed, and release their
+members; a long-lived cluster forgets member ids older
 than ``ttl_s`` (a re-delivery older than that is late, see 1.) and the accounts silent in it
 for ``ttl_s`` (one that posts there again counts as a new account), so memory is bounded by
 the posts of the active window, not by the length of the event. ``max_clusters`` and
@@ -349,7 +350,14 @@ class OnlineClusterer:
         if self.is_late(post.ts):
             self.late_total += 1
             return Assignment(post.id, "", "late", 0)
-        self.watermark = max(self.watermark, post.ts)
+        if post.ts > self.watermark:
+            self.watermark = post.ts
+            # before placing: a cluster idle for the TTL at this post's time is gone, so a
+            # matching post after a quiet spell opens a new cluster instead of reviving it
+            # (until 2026-12-08 expiry ran after placement, and whether an idle cluster came
+            # back depended on whether any other post had moved event time first)
+            self._hold_expired(self._drop_idle(post.ts))
+            known = self._post_cluster.get(post.id)
         if known is not None and known in self.clusters:  # reserved by an early engagement
             cluster, how, vector = self.clusters[known], "thread", None
         elif post.parent and post.kind in ENGAGEMENT_KINDS:
@@ -377,14 +385,17 @@ class OnlineClusterer:
         self._join(cluster, post, vector, how)
         size = cluster.size
         self._peak_active = max(self._peak_active, len(self.clusters))
-        dropped = self._drop_idle(self.watermark)
+        self._hold_expired(self._drop_idle(self.watermark))  # past max_clusters
+        return Assignment(post.id, cluster.id, how, size)
+
+    def _hold_expired(self, dropped: list[Cluster]) -> None:
+        """Keep clusters that :meth:`add` expired for the next :meth:`expire` call."""
         if dropped:
             pending = self._expired_pending
             pending.extend(dropped)
             cap = max(1024, self._peak_active)
             if len(pending) > cap:
                 del pending[: len(pending) - cap]
-        return Assignment(post.id, cluster.id, how, size)
 
     def _place_root(self, post: ClusterInput, vector: np.ndarray | None,
                     ) -> tuple[Cluster, str, np.ndarray | None]:

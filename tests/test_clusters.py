@@ -965,14 +965,38 @@ def test_a_reply_rejoins_its_parents_live_cluster_after_the_parent_aged_out() ->
     r = ClusterInput("r", "wow", T0, kind="reply", parent="x")  # x not seen: reserves c(x)
     first = c.add(r)
     x = c.add(ClusterInput("x", "klopt", T0 + 10, kind="reply", parent="y"))
+    # a reply half a TTL later keeps the cluster live
+    m = c.add(ClusterInput("m", "zeker", T0 + TTL / 2, kind="reply", parent="x"))
     s = c.add(ClusterInput("s", "echt?", T0 + TTL + 100, kind="reply", parent="r"))
-    assert (first.how, x.how, s.how) == ("new", "thread", "thread")
+    assert (first.how, x.how, m.how, s.how) == ("new", "thread", "thread", "thread")
     assert {first.cluster_id, x.cluster_id, s.cluster_id} == {cluster_id_for("x")}
-    assert c.tracked_posts == 1  # r and x aged out; s is remembered
+    assert c.tracked_posts == 2  # r and x aged out; m and s are remembered
     again = c.add(r)  # re-delivered after the TTL: late, nothing changes
     assert again == Assignment("r", "", "late", 0)
-    assert c.clusters[cluster_id_for("x")].size == 3
+    assert c.clusters[cluster_id_for("x")].size == 4
     # a new reply to x: x is forgotten, c(x) is live
     t = c.add(ClusterInput("t", "echt waar?", T0 + TTL + 110, kind="reply", parent="x"))
-    assert t == Assignment("t", cluster_id_for("x"), "thread", 4)
+    assert t == Assignment("t", cluster_id_for("x"), "thread", 5)
     assert sorted(c.clusters) == [cluster_id_for("x")]
+
+
+def test_a_claim_after_a_quiet_spell_opens_a_new_cluster() -> None:
+    """A cluster idle for the TTL is gone before the next post is placed, whether or not
+    another post moved event time first: a copy of its claim after the quiet spell opens a
+    new cluster (it revived the old one until 2026-12-08, but only when no other post had
+    come in between)."""
+    claim = "Brand in de metro bij Centraal Station, alles ontruimd!"
+    for between in (False, True):
+        c = _clusterer(ttl_s=TTL)
+        first = c.add(ClusterInput("a", claim, T0))
+        if between:
+            c.add(ClusterInput("o", "Bommelding op de Dam, politie zet alles af", T0 + TTL + 1))
+        again = c.add(ClusterInput("b", f"RT @jan: {claim}", T0 + TTL + 2))
+        assert again == Assignment("b", cluster_id_for("b"), "new", 1)
+        assert first.cluster_id not in c.clusters
+        assert first.cluster_id in [x.id for x in c.expire(c.watermark)]
+    # within the TTL the copy joins as before
+    c = _clusterer(ttl_s=TTL)
+    c.add(ClusterInput("a", claim, T0))
+    near = c.add(ClusterInput("b", f"RT @jan: {claim}", T0 + TTL - 1))
+    assert (near.cluster_id, near.how) == (cluster_id_for("a"), "near_duplicate")
