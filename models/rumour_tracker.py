@@ -34,7 +34,9 @@ TRACKED_KINDS = frozenset({"post", "reply", "repost", "quote", ""})
 SAMPLE_TEXT_CHARS = 280
 #: event time may move forward by at most this much in one post (else the post is placed
 #: at the current watermark): one post dated 9999 would otherwise make every later post
-#: "late" and expire every cluster
+#: "late" and expire every cluster. A jump is taken when the post next to it is dated there
+#: too (the stream resumed after a quiet day, a replay's gap) and it is not this much ahead
+#: of the machine's clock (see :meth:`RumourTracker._jump_holds`).
 MAX_JUMP_S = 24 * 3600.0
 
 
@@ -126,6 +128,7 @@ class RumourTracker:
         # posts sorted by time (``crowdwatch score --sort``) lifts it: there a far-future
         # date sorts to the end and a gap of days between posts is real
         self.max_jump_s = MAX_JUMP_S
+        self._held_at: float | None = None  # the time of the last post held back as a jump
 
     # ------------------------------------------------------------------ features
 
@@ -193,10 +196,13 @@ class RumourTracker:
                 fresh.append(p)
         mark = self.clusterer.watermark
         times = {}
-        for p in fresh:
-            ts = post_ts(p, wall)
-            if mark and ts > mark + self.max_jump_s:  # dated far ahead (9999, a bad clock)
-                ts = mark  # must not expire every live cluster
+        stamps = [post_ts(p, wall) for p in fresh]
+        for i, (p, ts) in enumerate(zip(fresh, stamps, strict=True)):
+            if not mark or ts <= mark + self.max_jump_s:
+                self._held_at = None
+            elif not self._jump_holds(ts, mark, wall, stamps[i + 1] if i + 1 < len(stamps)
+                                      else None):
+                ts = mark  # dated far ahead alone (9999, a bad clock): expires nothing
             times[p["id"]] = ts
             # against the batch's own progress: a batch may span more than a day (a
             # backlog, a file); judged against the watermark before the batch, its later
@@ -281,6 +287,27 @@ class RumourTracker:
                     ann.id, ann.cluster, ann.stance, ann.rumour_score, "redelivered"))
                 first.discard(p["id"])
         return out
+
+    def _jump_holds(self, ts: float, mark: float, wall: float, following: float | None,
+                    ) -> bool:
+        """Whether a post dated more than ``max_jump_s`` ahead of event time ``mark`` moves
+        it there: when its neighbour (the post held back just before it, or the next post
+        of its batch) is dated there too, within ``max_jump_s`` of it, and it is at most
+        ``max_jump_s`` ahead of the clock. A stream that resumes after a quiet day (a
+        replay's gap: most crisis-event files have one) moves on; a post dated 9999, or a
+        run of them, does not. Until 2026-12-08 every such post was held back, so after one
+        gap of more than a day event time stood still for the rest of the stream: no cluster
+        expired and every later post had the same time."""
+        span = self.max_jump_s
+
+        def near(other: float | None) -> bool:
+            return other is not None and other > mark + span and abs(other - ts) <= span
+
+        if ts <= wall + span and (near(self._held_at) or near(following)):
+            self._held_at = None
+            return True
+        self._held_at = ts
+        return False
 
     def tick(self, now: float | None = None) -> TrackerBatch:
         """Re-evaluate lifecycle and flags of active clusters at ``now`` (event time,

@@ -499,7 +499,8 @@ def test_one_batch_may_span_more_than_a_day_of_event_time() -> None:
 def test_a_caller_with_sorted_posts_lets_event_time_jump_days() -> None:
     """``crowdwatch score --sort`` lifts the day-per-post limit: in time order a gap of
     days is real (a far-future date sorts to the end), so a post three days later ends the
-    clusters of the first day; live (the default) it is held back at the watermark."""
+    clusters of the first day; live (the default) a lone post that far on is held back at
+    the watermark until the post after it confirms the jump."""
     later = {**_post("b", "Heel ander bericht over iets anders vandaag hier", 0),
              "created_at": "2027-04-30T12:00:00Z"}
     held, free = _tracker(), _tracker()
@@ -512,6 +513,55 @@ def test_a_caller_with_sorted_posts_lets_event_time_jump_days() -> None:
     assert ends == [[], [cluster_id_for("a")]]
     assert free.clusterer.watermark == post_ts(later, 0.0)
     assert held.clusterer.watermark < post_ts(later, 0.0)
+
+
+def _resumed(day: int, hour: int, pid: str) -> dict[str, Any]:
+    return {**_post(pid, f"Bericht {pid} over de drukte bij het station vandaag", 0),
+            "created_at": f"2027-04-{day:02d}T{hour:02d}:00:00Z"}
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_stream_that_resumes_after_a_quiet_day_moves_event_time_on(cut: bool) -> None:
+    """Two posts in a row three days on (one batch, or two): the stream moved on, as after
+    a replay file's quiet stretch (17 of the 22 shared crisis-event files have a gap of
+    more than a day). The clusters of the first day expire and the posts keep their times;
+    until 2026-12-08 event time stood still at the gap for the rest of the stream."""
+    tracker = _ttl_tracker(3 * 3600, clock=2e9)  # the machine's clock is past the posts
+    tracker.process([_post("a", "Brand in de metro bij Centraal Station, ontruimd", 0),
+                     _post("a2", "Brand in de metro bij Centraal Station, ontruimd!", 1)])
+    b, c = _resumed(30, 12, "b"), _resumed(30, 13, "c")
+    outs = [tracker.process([b]), tracker.process([c])] if cut else [tracker.process([b, c])]
+    expired = [x.id for out in outs for x in out.expired]
+    assert cluster_id_for("a") in expired
+    assert tracker.clusterer.watermark == post_ts(c, 0.0)
+    if not cut:  # both in one batch: the first is taken at its own time too
+        assert tracker.annotation("b").cluster in tracker.clusterer.clusters  # type: ignore[union-attr]
+    assert [a.how for out in outs for a in out.annotations if a.how == "late"] == []
+
+
+def test_a_run_of_posts_dated_past_the_clock_does_not_move_event_time() -> None:
+    """Two (or more) posts in a row dated 9999 are not a stream that moved on: a jump
+    beyond the machine's clock by more than a day is always held back."""
+    tracker = _ttl_tracker(3 * 3600, clock=2e9)
+    tracker.process([_post("a", "Brand in de metro bij Centraal Station, ontruimd", 0)])
+    mark = tracker.clusterer.watermark
+    odd = [{**_post(f"z{i}", "Brand in de metro bij Centraal Station, ontruimd!", 1),
+            "created_at": "9999-12-31T00:00:00Z"} for i in range(3)]
+    out = tracker.process(odd[:2]).expired + tracker.process(odd[2:]).expired
+    assert out == [] and tracker.clusterer.watermark == mark
+    assert {tracker.annotation(p["id"]).cluster for p in odd} == {  # type: ignore[union-attr]
+        cluster_id_for("a")}
+
+
+def test_a_lone_jump_between_ordinary_posts_is_held_back() -> None:
+    """A post three days on, then the stream goes on where it was: the jump is not
+    corroborated and moves nothing."""
+    tracker = _ttl_tracker(3 * 3600, clock=2e9)
+    tracker.process([_post("a", "Brand in de metro bij Centraal Station, ontruimd", 0)])
+    out = tracker.process([_resumed(30, 12, "b"), _post("c", "Klopt dit? Bron?", 2,
+                                                        reply_to="a")])
+    assert out.expired == []
+    assert tracker.clusterer.watermark == post_ts(_post("c", "", 2), 0.0)
 
 
 def test_flags_an_earlier_process_raised_are_restored() -> None:
