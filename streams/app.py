@@ -240,7 +240,8 @@ class Pipeline:
                 officials=OfficialTracker(base, auto_link=settings.rebuttal_auto_link),
                 official_metrics=OfficialMetrics(registry, self.event_name,
                                                  top_k=settings.rumour_top_k),
-                topic_signals=settings.topic_signals, base_registry=base)
+                topic_signals=settings.topic_signals, base_registry=base,
+                quiet_after_s=settings.rumour_quiet_after_s)
             self.rumours.alerts = self.alerts
             self.rumours.annotations = annotations_agent.register(self)
             rumours_agent.register(self)

@@ -107,6 +107,11 @@ def link_key(official_post: str, cluster: str) -> str:
     return f"{official_post}|{cluster}"
 
 
+#: event time standing still this long (seconds of processing time) counts as a quiet
+#: stream: the tick then moves the clusters' clock on by itself (``RumourStage._tick_sync``)
+QUIET_AFTER_S = 60.0
+
+
 class RumourStage:
     """The event-level stage: claim clusters, and (with ``officials``) reach of official
     posts, rebuttal races and the webcare queue, all fed from the claims topic."""
@@ -118,14 +123,22 @@ class RumourStage:
                  topic_signals: str = "signals",
                  base_registry: OfficialRegistry | None = None,
                  gauges_every_s: float = 1.0,
+                 quiet_after_s: float = QUIET_AFTER_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """``gauges_every_s``: refresh the state gauges (active and flagged clusters, top
         velocities, reach, races, open webcare items) after a batch at most this often; each
         refresh walks every cluster and official post, and Prometheus scrapes every 15 s.
-        The tick refreshes them always; counters move with every batch. ``clock``: seconds
-        (monotonic) for how long a race has had no cluster here (:meth:`_retire_orphans`)."""
+        The tick refreshes them always; counters move with every batch. ``quiet_after_s``:
+        when event time has not moved for this long on ``clock``, the tick judges the
+        clusters at the watermark plus the time since (:meth:`_tick_sync`). ``clock``:
+        seconds (monotonic) for that and for how long a race has had no cluster here
+        (:meth:`_retire_orphans`)."""
         self.tracker = tracker
         self.clock = clock
+        self.quiet_after_s = quiet_after_s
+        # the watermark the tick last saw and since when (on ``clock``) it has stood still
+        self._quiet_mark = tracker.clusterer.watermark
+        self._quiet_since = clock()
         # (official post, cluster) -> clock time its race was first seen without a live
         # cluster in this stage
         self._orphaned: dict[tuple[str, str], float] = {}
@@ -209,7 +222,18 @@ class RumourStage:
             return [*linked, *await self._publish(batch, count_posts=False, gauges=True)]
 
     def _tick_sync(self) -> TrackerBatch:
-        batch = self.tracker.tick()
+        """Lifecycles and flags at the watermark; once event time has stood still for
+        ``quiet_after_s`` (no post moved it: the stream went quiet, a replay ended), at the
+        watermark plus the time since, so a claim nobody posts about any more fades and
+        resolves on the command post's screen. Until 2026-12-08 the tick always used the
+        watermark, and a quiet stream froze every cluster in the state of its last post
+        ("growing") until posts came again."""
+        mark, now = self.tracker.clusterer.watermark, self.clock()
+        if mark != self._quiet_mark:
+            self._quiet_mark, self._quiet_since = mark, now
+        idle = now - self._quiet_since
+        batch = self.tracker.tick(mark + idle if mark and idle >= self.quiet_after_s
+                                  else None)
         if self.officials is not None:  # races of expired clusters end with them
             self.officials.retire(c.id for c in batch.expired)
             self._retire_orphans()

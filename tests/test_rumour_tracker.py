@@ -366,6 +366,46 @@ def test_post_time_falls_back_to_the_clock() -> None:
     assert post_ts({}, 7.0) == 7.0
 
 
+def test_a_quiet_stream_lets_its_clusters_fade_and_resolve() -> None:
+    """No post moves event time for a while: the tick judges the clusters at the watermark
+    plus the processing time since, so a claim nobody posts about fades (idle 15 min) and
+    resolves (6 h) on screen; until 2026-12-08 it stayed "emerging" until posts came
+    again. Within ``quiet_after_s`` nothing moves, and a post resets the clock."""
+    now = [0.0]
+    store = MemoryStore()
+    stage = RumourStage(_tracker(), event=EVENT, store=store,
+                        metrics=RumourMetrics(CollectorRegistry(), EVENT, top_k=3),
+                        topic_events="clusters.events", state_ttl_s=600,
+                        clock=lambda: now[0])
+    posts = [_post("r", "Brand in de metro bij Centraal Station, alles ontruimd", 0),
+             *(_post(f"q{i}", "Klopt dit? Bron?", 1, reply_to="r") for i in range(4))]
+    cid = cluster_id_for("r")
+
+    def states(out: list[Any]) -> list[str]:
+        return [json.loads(v)["state"] for topic, _, v, _ in out
+                if topic == "clusters.events" and json.loads(v)["cluster"] == cid
+                and json.loads(v)["type"] == "state_changed"]
+
+    async def tick_at(t: float) -> list[str]:
+        now[0] = t
+        return states(await stage.tick())
+
+    async def run() -> list[list[str]]:
+        await stage.process([json.dumps(p).encode() for p in posts])
+        seen = [await tick_at(t) for t in (30.0, 20 * 60.0, 7 * 3600.0)]
+        snap = (await store.top_clusters(EVENT, 5))[0]
+        seen.append([snap["state"]])
+        # a post again: the cluster is judged at the watermark once more, by the batch
+        seen.append(states(await stage.process(
+            [json.dumps(_post("q9", "Klopt dit?", 2, reply_to="r")).encode()])))
+        seen.append(await tick_at(7 * 3600.0 + 30))
+        return seen
+
+    seen = asyncio.run(run())
+    stage.close()
+    assert seen == [[], ["fading"], ["resolved"], ["resolved"], ["emerging"], []]
+
+
 def test_stage_writes_snapshots_events_and_bounded_metrics() -> None:
     registry = CollectorRegistry()
     store = MemoryStore()
