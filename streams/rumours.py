@@ -139,6 +139,9 @@ class RumourStage:
         # the watermark the tick last saw and since when (on ``clock``) it has stood still
         self._quiet_mark = tracker.clusterer.watermark
         self._quiet_since = clock()
+        # the event time the last tick judged the clusters at when the stream was quiet
+        # (snapshots and gauges then show velocities at that time too); None: the watermark
+        self._judged_at: float | None = None
         # (official post, cluster) -> clock time its race was first seen without a live
         # cluster in this stage
         self._orphaned: dict[tuple[str, str], float] = {}
@@ -196,6 +199,7 @@ class RumourStage:
                       ) -> tuple[TrackerBatch, OfficialBatch | None, dict[str, list[str]]]:
         posts, unreadable = decode_posts(values)
         self.unreadable += unreadable
+        self._judged_at = None  # a batch is judged at the watermark
         tracked = self.tracker.process(posts)
         if self.officials is None:
             return tracked, None, {}
@@ -232,8 +236,8 @@ class RumourStage:
         if mark != self._quiet_mark:
             self._quiet_mark, self._quiet_since = mark, now
         idle = now - self._quiet_since
-        batch = self.tracker.tick(mark + idle if mark and idle >= self.quiet_after_s
-                                  else None)
+        self._judged_at = mark + idle if mark and idle >= self.quiet_after_s else None
+        batch = self.tracker.tick(self._judged_at)
         if self.officials is not None:  # races of expired clusters end with them
             self.officials.retire(c.id for c in batch.expired)
             self._retire_orphans()
@@ -309,7 +313,8 @@ class RumourStage:
         fresh = [a for a in batch.annotations if a.how != "redelivered"] if count_posts else []
         self.metrics.observe([a.how for a in fresh], [a.stance for a in fresh],
                              [e.type for e in batch.events])
-        snaps = [self.tracker.snapshot(c) for c in batch.changed if c.size >= 2 or c.flagged_at]
+        snaps = [self.tracker.snapshot(c, self._judged_at) for c in batch.changed
+                 if c.size >= 2 or c.flagged_at]
         await self.store.put_clusters(self.event, snaps, self.state_ttl_s)
         await self.store.drop_clusters(self.event, [c.id for c in batch.expired])
         if self.alerts is not None:
@@ -426,8 +431,8 @@ class RumourStage:
         active = [c.state for c in tracker.clusterer.clusters.values() if c.size >= 2]
         k = self.metrics.top_k
         top_scores = [c.score for c in tracker.top_clusters(k, min_size=2)]
-        self.metrics.set_state(active, len(tracker.flagged()), tracker.top_flagged_velocity(k),
-                               top_scores)
+        self.metrics.set_state(active, len(tracker.flagged()),
+                               tracker.top_flagged_velocity(k, self._judged_at), top_scores)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

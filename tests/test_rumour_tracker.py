@@ -392,7 +392,12 @@ def test_a_quiet_stream_lets_its_clusters_fade_and_resolve() -> None:
 
     async def run() -> list[list[str]]:
         await stage.process([json.dumps(p).encode() for p in posts])
-        seen = [await tick_at(t) for t in (30.0, 20 * 60.0, 7 * 3600.0)]
+        seen = [await tick_at(30.0)]
+        busy = (await store.top_clusters(EVENT, 5))[0]["velocity"]
+        seen += [await tick_at(20 * 60.0)]
+        snap = (await store.top_clusters(EVENT, 5))[0]
+        assert busy > 0 and snap["velocity"] == 0  # judged at the same time as the state
+        seen += [await tick_at(7 * 3600.0)]
         snap = (await store.top_clusters(EVENT, 5))[0]
         seen.append([snap["state"]])
         # a post again: the cluster is judged at the watermark once more, by the batch
