@@ -139,9 +139,9 @@ class RumourStage:
         # the watermark the tick last saw and since when (on ``clock``) it has stood still
         self._quiet_mark = tracker.clusterer.watermark
         self._quiet_since = clock()
-        # the event time the last tick judged the clusters at when the stream was quiet
-        # (snapshots and gauges then show velocities at that time too); None: the watermark
-        self._judged_at: float | None = None
+        # how long the stream has been quiet when the last tick ran (0: not quiet); the tick,
+        # the snapshots and the gauges judge at the watermark plus this
+        self._quiet_s = 0.0
         # (official post, cluster) -> clock time its race was first seen without a live
         # cluster in this stage
         self._orphaned: dict[tuple[str, str], float] = {}
@@ -199,8 +199,9 @@ class RumourStage:
                       ) -> tuple[TrackerBatch, OfficialBatch | None, dict[str, list[str]]]:
         posts, unreadable = decode_posts(values)
         self.unreadable += unreadable
-        self._judged_at = None  # a batch is judged at the watermark
+        self._quiet_s = 0.0  # a batch is judged at the watermark
         tracked = self.tracker.process(posts)
+        self._note_watermark()
         if self.officials is None:
             return tracked, None, {}
         ob = self.officials.process(posts, self.tracker, tracked)
@@ -232,16 +233,25 @@ class RumourStage:
         resolves on the command post's screen. Until 2026-12-08 the tick always used the
         watermark, and a quiet stream froze every cluster in the state of its last post
         ("growing") until posts came again."""
-        mark, now = self.tracker.clusterer.watermark, self.clock()
-        if mark != self._quiet_mark:
-            self._quiet_mark, self._quiet_since = mark, now
-        idle = now - self._quiet_since
-        self._judged_at = mark + idle if mark and idle >= self.quiet_after_s else None
-        batch = self.tracker.tick(self._judged_at)
+        mark = self._note_watermark()  # also here: a recovery moves it outside batches
+        idle = self.clock() - self._quiet_since
+        self._quiet_s = idle if mark and idle >= self.quiet_after_s else 0.0
+        batch = self.tracker.tick(self._judged_at())
         if self.officials is not None:  # races of expired clusters end with them
             self.officials.retire(c.id for c in batch.expired)
             self._retire_orphans()
         return batch
+
+    def _note_watermark(self) -> float:
+        """The watermark; when it moved since last noted, the quiet time starts again."""
+        mark = self.tracker.clusterer.watermark
+        if mark != self._quiet_mark:
+            self._quiet_mark, self._quiet_since = mark, self.clock()
+        return mark
+
+    def _judged_at(self) -> float | None:
+        """Event time the clusters are judged at: None (the watermark) unless quiet."""
+        return self.tracker.clusterer.watermark + self._quiet_s if self._quiet_s else None
 
     def _retire_orphans(self) -> int:
         """End the races whose cluster this stage has not held for a cluster TTL of clock
@@ -313,7 +323,7 @@ class RumourStage:
         fresh = [a for a in batch.annotations if a.how != "redelivered"] if count_posts else []
         self.metrics.observe([a.how for a in fresh], [a.stance for a in fresh],
                              [e.type for e in batch.events])
-        snaps = [self.tracker.snapshot(c, self._judged_at) for c in batch.changed
+        snaps = [self.tracker.snapshot(c, self._judged_at()) for c in batch.changed
                  if c.size >= 2 or c.flagged_at]
         await self.store.put_clusters(self.event, snaps, self.state_ttl_s)
         await self.store.drop_clusters(self.event, [c.id for c in batch.expired])
@@ -358,7 +368,9 @@ class RumourStage:
         m.set_reach(officials.reach.totals())
         top = officials.top_races(m.top_k)
         m.set_races([r.reach_ratio() for r in top], [r.state for r in officials.races.values()])
-        n_open, oldest = officials.webcare.open_stats(officials.watermark)
+        mark = officials.watermark  # an unanswered question keeps ageing in a quiet stream
+        n_open, oldest = officials.webcare.open_stats(
+            None if mark is None else mark + self._quiet_s)
         m.webcare_open.labels(self.event).set(n_open)
         m.webcare_oldest.labels(self.event).set(oldest)
 
@@ -432,7 +444,7 @@ class RumourStage:
         k = self.metrics.top_k
         top_scores = [c.score for c in tracker.top_clusters(k, min_size=2)]
         self.metrics.set_state(active, len(tracker.flagged()),
-                               tracker.top_flagged_velocity(k, self._judged_at), top_scores)
+                               tracker.top_flagged_velocity(k, self._judged_at()), top_scores)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -895,3 +895,35 @@ def test_top_clusters_are_the_first_of_the_full_ranking(sizes: list[int], scores
     assert tracker.top_clusters(k, min_size=min_size) == tracker.clusters(min_size=min_size)[:k]
     assert tracker.top_clusters(k, min_size=min_size, where=odd) == [
         c for c in tracker.clusters(min_size=min_size) if odd(c)][:k]
+
+
+def test_an_unanswered_question_keeps_ageing_in_a_quiet_stream(event: EventConfig) -> None:
+    """The webcare gauge of the oldest unanswered question counts on while nothing is
+    posted (at the watermark plus the quiet time, like the clusters' lifecycles); until
+    2026-12-08 it stood still at the age it had at the last post."""
+    now = [0.0]
+    registry = CollectorRegistry()
+    stage = _official_stage(event, 3 * 3600, clock=lambda: now[0],
+                            official_metrics=OfficialMetrics(registry, EVENT, top_k=3))
+    official = {**_post("o1", "Tram 4 rijdt via een omleiding.", 0),
+                "author": {"id": "id-gvb", "handle": "gvb_actueel"}}
+    question = {**_post("q1", "en tram 17 dan?", 1, reply_to="o1"),
+                "author": {"id": "id-anna", "handle": "anna"}}
+    later = _post("z1", "Mooi weer op de Dam vandaag", 3)
+
+    def oldest() -> float | None:
+        return registry.get_sample_value("crowdwatch_webcare_oldest_age_seconds",
+                                         {"event": EVENT})
+
+    async def run() -> list[float | None]:
+        await stage.process([json.dumps(p).encode() for p in (official, question, later)])
+        ages = []
+        for t in (30.0, 600.0):
+            now[0] = t
+            await stage.tick()
+            ages.append(oldest())
+        return ages
+
+    ages = asyncio.run(run())
+    stage.close()
+    assert ages == [120.0, 720.0]  # 2 min behind the last post, then 10 min of quiet more
