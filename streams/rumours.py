@@ -136,7 +136,8 @@ class RumourStage:
         self.tracker = tracker
         self.clock = clock
         self.quiet_after_s = quiet_after_s
-        # the watermark the tick last saw and since when (on ``clock``) it has stood still
+        # the watermark last noted (after a batch, at a tick) and since when (on ``clock``)
+        # it has stood still
         self._quiet_mark = tracker.clusterer.watermark
         self._quiet_since = clock()
         # how long the stream has been quiet when the last tick ran (0: not quiet); the tick,
