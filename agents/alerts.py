@@ -175,6 +175,8 @@ class EventAlerts:
             inc = self.incidents[key]
             inc.ended = inc.changed = True
             inc.last_at = now
+            if record.get("reason") == "quiet":  # said in the resolving push's text
+                inc.info["ended"] = "quiet"
 
     def observe_cluster(self, snapshot: Mapping[str, Any], ended: bool,
                         now: float | None = None) -> None:
@@ -272,6 +274,11 @@ class EventAlerts:
                 "posts": inc.info.get("posts_in_window", ""),
                 "runbook_url": f"{cfg.runbook_base}#moodshiftsignal",
             }
+            if inc.info.get("ended") == "quiet":  # not a recovery: nobody posts about it
+                out["description"] += (
+                    f"\nNL: Beëindigd omdat er niet meer over {what} wordt gepost, niet "
+                    f"omdat de stemming herstelde.\nEN: Ended because nobody posts about "
+                    f"{what} any more, not because the mood recovered.")
         out["dashboard_url"] = link
         return out
 

@@ -6,7 +6,10 @@ minutes is compared with the distribution of per-minute means over the ``baselin
 minutes before it: a shift starts when ``current < mean - sigma * std`` (with a floor
 on std so a perfectly flat baseline does not fire on noise) and at least ``min_posts``
 posts are in the window; it ends when the mean recovers above ``mean - sigma/2 * std``
-(hysteresis, so a signal does not flap). Each start and end is reported once.
+(hysteresis, so a signal does not flap), or when the window holds no posts of the key
+any more (reason ``quiet``: the area went quiet; there is no mood left to judge, so the
+shift is not held up forever; until 2026-12-08 it stayed active, its gauge at 1 and its
+alert firing, until posts about the key came back). Each start and end is reported once.
 Memory per key is bounded by ``window + baseline`` buckets.
 """
 
@@ -41,6 +44,9 @@ class MoodSignal:
     std: float
     zscore: float
     posts: int  # posts in the window
+    # why a shift ended: "recovered" (mood back near the baseline) or "quiet" (no posts in
+    # the window: ``current`` then reads as the baseline); "" when it started
+    reason: str = ""
 
 
 @dataclass
@@ -97,6 +103,12 @@ class MoodShiftDetector:
                     cur_n += n
                 elif base_start <= minute < window_start and n > 0:
                     base_means.append(s / n)
+            if cur_n == 0 and series.active:
+                series.active = False
+                base = sum(base_means) / len(base_means) if base_means else 0.0
+                out.append(MoodSignal(scope, name, "ended", now_minute, base, base,
+                                      cfg.min_std, 0.0, 0, "quiet"))
+                continue
             if cur_n == 0 or len(base_means) < cfg.min_baseline_minutes:
                 continue
             mean = sum(base_means) / len(base_means)
@@ -111,7 +123,7 @@ class MoodShiftDetector:
             elif series.active and z > -cfg.sigma / 2:
                 series.active = False
                 out.append(MoodSignal(scope, name, "ended", now_minute, current, mean, std, z,
-                                      int(cur_n)))
+                                      int(cur_n), "recovered"))
         return out
 
     def observe_rows(self, rows: list[MoodRow]) -> None:
@@ -140,4 +152,5 @@ def signal_dict(signal: MoodSignal, event: str) -> dict[str, object]:
         "baseline_std": round(signal.std, 4),
         "zscore": round(signal.zscore, 2),
         "posts_in_window": signal.posts,
+        **({"reason": signal.reason} if signal.reason else {}),
     }

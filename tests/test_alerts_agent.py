@@ -135,6 +135,22 @@ def test_mood_signal_start_and_end() -> None:
                            "state": "ended"}, now=120.0)
     (_, end), = alerts.due(120.0)
     assert end.ends_at == 120.0
+    assert "not because the mood recovered" not in end.annotations["description"]
+
+
+def test_a_mood_signal_that_ends_for_lack_of_posts_says_so() -> None:
+    alerts = EventAlerts("kd", SETTINGS)
+    alerts.observe_signal({"type": "mood_shift", "scope": "area", "name": "Dam",
+                           "state": "started", "current_mood": -0.4, "baseline_mood": 0.3,
+                           "zscore": -4.1, "posts_in_window": 30}, now=0.0)
+    alerts.mark_pushed([k for k, _ in alerts.due(0.0)], 0.0)
+    alerts.observe_signal({"type": "mood_shift", "scope": "area", "name": "Dam",
+                           "state": "ended", "reason": "quiet"}, now=400.0)
+    (_, end), = alerts.due(400.0)
+    assert end.ends_at == 400.0
+    text = end.annotations["description"]
+    assert "niet meer over Dam wordt gepost" in text and "not because the mood recovered" in text
+    assert "-4.1" in end.annotations["summary"]  # what fired stays readable
 
 
 def test_a_flagged_rumour_cluster_is_one_incident_resolved_when_it_ends() -> None:

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.mood import MoodShiftDetector, ShiftConfig
+from models.mood import MoodShiftDetector, ShiftConfig, signal_dict
 
 
 def _feed(det: MoodShiftDetector, minutes: range, mean: float, per_minute: int,
@@ -60,3 +60,42 @@ def test_memory_is_bounded_by_the_horizon(points: list[tuple[int, float]]) -> No
         det.check(minute)
     for series in det._series.values():
         assert len(series.buckets) <= cfg.window_minutes + cfg.baseline_minutes
+
+
+def test_a_shift_ends_when_its_area_goes_quiet() -> None:
+    """No posts about the area in the window: the shift ends (reason "quiet") at the next
+    check, which posts elsewhere trigger; it stayed active, its gauge and alert with it,
+    until posts about the area came back (until 2026-12-08)."""
+    rng = random.Random(3)
+    det = MoodShiftDetector(ShiftConfig(window_minutes=5, baseline_minutes=60, sigma=3,
+                                        min_posts=20))
+    _feed(det, range(0, 60), 0.4, 10, rng)
+    assert len(_feed(det, range(60, 64), -0.5, 10, rng)) == 1
+    assert det.active() == [("area", "Dam")]
+    # the crowd leaves the Dam; the stream goes on about the Museumplein
+    signals = []
+    for minute in range(64, 72):
+        det.observe("area", "Museumplein", minute, 0.3)
+        signals += det.check(minute)
+    assert [(s.name, s.state, s.reason, s.posts) for s in signals] == [
+        ("Dam", "ended", "quiet", 0)]
+    assert signals[0].minute == 68  # the first check whose 5-minute window is empty
+    assert det.active() == []
+    record = signal_dict(signals[0], "koningsdag")
+    assert (record["reason"], record["posts_in_window"]) == ("quiet", 0)
+    assert abs(float(record["current_mood"]) - 0.4) < 0.1  # reads as the baseline
+
+
+def test_a_recovery_says_so() -> None:
+    rng = random.Random(1)
+    det = MoodShiftDetector(ShiftConfig(min_posts=20))
+    _feed(det, range(0, 60), 0.4, 10, rng)
+    _feed(det, range(60, 66), -0.5, 10, rng)
+    for minute in range(66, 90):
+        for _ in range(10):
+            det.observe("area", "Dam", minute, 0.4)
+        ended = [s for s in det.check(minute) if s.state == "ended"]
+        if ended:
+            break
+    assert [s.reason for s in ended] == ["recovered"]
+    assert signal_dict(ended[0], "koningsdag")["reason"] == "recovered"
