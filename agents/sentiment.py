@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from streams.app import Pipeline
 
 
+TICK_S = 5.0
+
+
 def register(pipeline: Pipeline) -> None:
     settings = pipeline.settings
 
@@ -35,3 +38,8 @@ def register(pipeline: Pipeline) -> None:
             signals = pipeline.observe_mood(batch, fresh)
             await pipeline.emit([*batch.outputs, *signals])
             pipeline.mood_metrics.batch_seconds.observe(time.monotonic() - started)
+
+    @pipeline.app.timer(interval=TICK_S, name="crowdwatch.sentiment.tick")
+    async def mood_tick() -> None:
+        # a quiet stream: mood shifts of areas nobody posts about end (Pipeline.mood_tick)
+        await pipeline.emit(pipeline.mood_tick())

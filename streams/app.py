@@ -30,7 +30,7 @@ from agents import sentiment as sentiment_agent
 from models.enrich import PostSummary, RawRecord
 from models.event import EventConfig
 from models.jsonio import dumps
-from models.mood import MoodShiftDetector, ShiftConfig, signal_dict
+from models.mood import MoodShiftDetector, MoodSignal, ShiftConfig, signal_dict
 from models.official import OfficialRegistry
 from models.official_tracker import OfficialTracker
 from models.rumour import DRIVERS, why
@@ -221,6 +221,9 @@ class Pipeline:
         self.scorer = scorer if ingest else None
         self.mood_metrics = MoodMetrics(registry, self.event_name)
         self.detector = MoodShiftDetector(shift)
+        # the newest minute the detector was checked at, and when (monotonic) it was reached
+        self._mood_mark: int | None = None
+        self._mood_marked_at = 0.0
         # one thread: torch parallelises inside a batch (CROWDWATCH_SENTIMENT_THREADS)
         self.score_executor = ThreadPoolExecutor(max_workers=1,
                                                  thread_name_prefix="crowdwatch-sentiment")
@@ -241,7 +244,7 @@ class Pipeline:
                 official_metrics=OfficialMetrics(registry, self.event_name,
                                                  top_k=settings.rumour_top_k),
                 topic_signals=settings.topic_signals, base_registry=base,
-                quiet_after_s=settings.rumour_quiet_after_s)
+                quiet_after_s=settings.quiet_after_s)
             self.rumours.alerts = self.alerts
             self.rumours.annotations = annotations_agent.register(self)
             rumours_agent.register(self)
@@ -296,8 +299,27 @@ class Pipeline:
         if not new_rows:
             return []
         self.detector.observe_rows(new_rows)
+        minute = max(r.minute for r in new_rows)
+        if self._mood_mark is None or minute > self._mood_mark:
+            self._mood_mark, self._mood_marked_at = minute, time.monotonic()
+        return self._mood_outputs(self.detector.check(minute))
+
+    def mood_tick(self, now: float | None = None) -> list[Output]:
+        """Timer: once no post has moved the detector's minute on for ``quiet_after_s``
+        (``now``: ``time.monotonic()``), check it at that minute plus the quiet time, so
+        the shift of an area nobody posts about ends also in a stream with no posts at all
+        (checks otherwise run per batch)."""
+        if self._mood_mark is None:
+            return []
+        idle = (time.monotonic() if now is None else now) - self._mood_marked_at
+        if idle < self.settings.quiet_after_s:
+            return []
+        return self._mood_outputs(self.detector.check(self._mood_mark + int(idle // 60)))
+
+    def _mood_outputs(self, signals: Sequence[MoodSignal]) -> list[Output]:
+        """Gauges, counters and alerts of the detector's signals; the records to send."""
         out: list[Output] = []
-        for signal in self.detector.check(max(r.minute for r in new_rows)):
+        for signal in signals:
             labels = (self.event_name, signal.scope, signal.name)
             self.mood_metrics.shift_active.labels(*labels).set(signal.state == "started")
             self.mood_metrics.shift_z.labels(*labels).set(signal.zscore)

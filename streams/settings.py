@@ -121,10 +121,11 @@ class Settings(BaseSettings):
     rumour_flag_threshold: float = Field(default=0.5, gt=0, lt=1)
     rumour_state_ttl_s: int = Field(default=6 * 3600, ge=60, description=(
         "Redis TTL of cluster snapshots (they hold sample post texts)"))
-    rumour_quiet_after_s: float = Field(default=60.0, gt=0, description=(
+    quiet_after_s: float = Field(default=60.0, gt=0, description=(
         "Seconds of processing time without a post moving event time after which the "
-        "rumour tick judges lifecycles at the watermark plus the time since (so clusters "
-        "fade and resolve in a quiet stream)"))
+        "timers judge at the newest event time plus the time since: rumour lifecycles fade "
+        "and resolve, unanswered questions keep ageing and mood shifts of areas nobody "
+        "posts about end, also in a stream with no posts at all"))
     rumour_top_k: int = Field(default=5, ge=1, le=20,
                               description="Rank labels 1..K of the top flagged clusters")
     rebuttal_auto_link: bool = Field(default=True, description=(

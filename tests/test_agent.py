@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,26 @@ async def test_sentiment_agent_scores_counts_once_and_signals_a_shift(
     assert reg.get_sample_value("crowdwatch_mood_shift_active",
                                 {"event": "koningsdag-amsterdam", "scope": "area",
                                  "name": "Dam"}) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_quiet_stream_ends_the_mood_shift_of_an_area_nobody_posts_about(
+        mood_pipeline: Pipeline) -> None:
+    """After the crush no post comes at all: the timer checks the detector at the last
+    minute plus the quiet time, so the shift ends (reason "quiet") and its gauge drops,
+    instead of holding until the next post (until 2026-12-08)."""
+    calm = [_enriched(i, "geweldig feest op de dam", i // 6) for i in range(150)]
+    crush = [_enriched(1000 + i, "vreselijk bang op de dam", 25 + i // 6) for i in range(18)]
+    topics = mood_pipeline.settings
+    await _run(mood_pipeline, calm + crush, agent="crowdwatch.sentiment",
+               until_topic=topics.topic_scored)
+    reg, dam = mood_pipeline.registry, {"event": "koningsdag-amsterdam", "scope": "area",
+                                        "name": "Dam"}
+    assert reg.get_sample_value("crowdwatch_mood_shift_active", dam) == 1
+    assert mood_pipeline.mood_tick(time.monotonic() + 10) == []  # not quiet yet
+    ended = [json.loads(v) for t, _, v, _ in mood_pipeline.mood_tick(time.monotonic() + 180)
+             if t == topics.topic_signals]
+    assert {(s["scope"], s["name"], s["state"], s["reason"]) for s in ended} == {
+        ("area", "Dam", "ended", "quiet"), ("topic", "crowd", "ended", "quiet")}
+    assert reg.get_sample_value("crowdwatch_mood_shift_active", dam) == 0
+    assert mood_pipeline.mood_tick(time.monotonic() + 240) == []  # reported once
