@@ -103,7 +103,10 @@ class MoodShiftDetector:
                     cur_n += n
                 elif base_start <= minute < window_start and n > 0:
                     base_means.append(s / n)
-            if cur_n == 0 and series.active:
+            # quiet: nothing in the window and nothing after it (a check at an older minute,
+            # for a batch of late posts, sees an empty window with newer posts beyond it)
+            if cur_n == 0 and series.active and series.buckets \
+                    and series.buckets[-1][0] < window_start:
                 series.active = False
                 base = sum(base_means) / len(base_means) if base_means else 0.0
                 out.append(MoodSignal(scope, name, "ended", now_minute, base, base,

@@ -221,7 +221,10 @@ class Pipeline:
         self.scorer = scorer if ingest else None
         self.mood_metrics = MoodMetrics(registry, self.event_name)
         self.detector = MoodShiftDetector(shift)
-        # the newest minute the detector was checked at, and when (monotonic) it was reached
+        # the minute the last batch was checked at, and when (monotonic): the mood timer
+        # goes on from there once no batch came for ``quiet_after_s`` (the last batch's,
+        # not the newest minute ever seen: one post dated 9999 would otherwise hold the
+        # timer's checks there and end every shift of a busy stream)
         self._mood_mark: int | None = None
         self._mood_marked_at = 0.0
         # one thread: torch parallelises inside a batch (CROWDWATCH_SENTIMENT_THREADS)
@@ -300,15 +303,14 @@ class Pipeline:
             return []
         self.detector.observe_rows(new_rows)
         minute = max(r.minute for r in new_rows)
-        if self._mood_mark is None or minute > self._mood_mark:
-            self._mood_mark, self._mood_marked_at = minute, time.monotonic()
+        self._mood_mark, self._mood_marked_at = minute, time.monotonic()
         return self._mood_outputs(self.detector.check(minute))
 
     def mood_tick(self, now: float | None = None) -> list[Output]:
-        """Timer: once no post has moved the detector's minute on for ``quiet_after_s``
-        (``now``: ``time.monotonic()``), check it at that minute plus the quiet time, so
-        the shift of an area nobody posts about ends also in a stream with no posts at all
-        (checks otherwise run per batch)."""
+        """Timer: once no batch of new posts came for ``quiet_after_s`` (``now``:
+        ``time.monotonic()``), check the detector at the last batch's minute plus the quiet
+        time, so the shift of an area nobody posts about ends also in a stream with no
+        posts at all (checks otherwise run per batch)."""
         if self._mood_mark is None:
             return []
         idle = (time.monotonic() if now is None else now) - self._mood_marked_at

@@ -175,3 +175,30 @@ async def test_a_quiet_stream_ends_the_mood_shift_of_an_area_nobody_posts_about(
         ("area", "Dam", "ended", "quiet"), ("topic", "crowd", "ended", "quiet")}
     assert reg.get_sample_value("crowdwatch_mood_shift_active", dam) == 0
     assert mood_pipeline.mood_tick(time.monotonic() + 240) == []  # reported once
+
+
+@pytest.mark.asyncio
+async def test_a_post_dated_9999_does_not_end_the_shifts_of_a_busy_stream(
+        mood_pipeline: Pipeline) -> None:
+    """The mood timer goes on from the last batch's minute: a batch holding a post dated
+    9999 followed by ordinary batches does not hold its checks at 9999 (where the Dam's
+    window is empty and its shift would end as quiet)."""
+    from models.mood import MoodRow
+    from streams.batch import ScoredBatch
+
+    def batch(minute: int, score: float, n: int, tag: str, area: str = "Dam") -> ScoredBatch:
+        return ScoredBatch([], [MoodRow(f"{tag}{i}", minute, "nl", (area,), (), "x", score)
+                                for i in range(n)], 0)
+
+    p = mood_pipeline
+    for minute in range(25):
+        p.observe_mood(batch(minute, 0.8, 6, f"c{minute}-"), [True] * 6)
+    signals = [json.loads(v) for _, _, v, _ in p.observe_mood(
+        batch(25, -0.9, 10, "x"), [True] * 10)]
+    assert [(s["name"], s["state"]) for s in signals] == [("Dam", "started")]
+    now = time.monotonic()
+    p.observe_mood(batch(253402297199 // 60, 0.0, 1, "far", "Leidseplein"), [True])
+    p.observe_mood(batch(26, -0.9, 10, "y"), [True] * 10)  # the stream goes on
+    # 90 s later: judged from minute 26, where the Dam still has posts, not from 9999
+    assert p.mood_tick(now + 90) == []
+    assert p.detector.active() == [("area", "Dam")]

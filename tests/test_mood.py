@@ -99,3 +99,17 @@ def test_a_recovery_says_so() -> None:
             break
     assert [s.reason for s in ended] == ["recovered"]
     assert signal_dict(ended[0], "koningsdag")["reason"] == "recovered"
+
+
+def test_a_check_at_an_older_minute_does_not_end_a_shift_as_quiet() -> None:
+    """A batch of late posts is checked at its own, older minute: an empty window there,
+    with the area's posts after it, is not a quiet area."""
+    rng = random.Random(3)
+    det = MoodShiftDetector(ShiftConfig(window_minutes=5, baseline_minutes=60, sigma=3,
+                                        min_posts=20))
+    _feed(det, range(0, 50), 0.4, 10, rng)
+    _feed(det, range(58, 60), 0.4, 10, rng)  # minutes 50-57: no posts about the Dam
+    assert len(_feed(det, range(60, 64), -0.5, 10, rng)) == 1
+    det.observe("area", "Museumplein", 56, 0.3)  # a late post elsewhere
+    assert det.check(56) == []  # the Dam window 52-56 is empty, but posts came after it
+    assert det.active() == [("area", "Dam")]
