@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from models.privacy import Pseudonymiser
 from models.safety import SafetyResult, classify_folded
 from models.tagging import Tagger
 from models.text import fold, hashtags, mentions, normalize
+from models.times import MAX_AHEAD_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,22 +162,26 @@ class PostSummary:
 SAFETY_TEXT_CHARS = 280
 
 
-def _utc_time(created_at: str | None) -> datetime | None:
-    """An ISO 8601 time in UTC (naive: taken as UTC); None when absent or unreadable."""
+def _utc_time(created_at: str | None, now: float) -> datetime | None:
+    """An ISO 8601 time in UTC (naive: taken as UTC); None when absent, unreadable or more
+    than ``models.times.MAX_AHEAD_S`` after ``now`` or the machine's clock, whichever is
+    later (a date of 9999: one such post put its area's mood series at that minute, which
+    dropped the area's history and every later post of it until 2026-12-08)."""
     if created_at:
         try:
             dt = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
-            return dt.astimezone(UTC)
+            dt = dt.astimezone(UTC)
         except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:59-14:00
-            pass
+            return None
+        return dt if dt.timestamp() <= max(now, time.time()) + MAX_AHEAD_S else None
     return None
 
 
 def minute_bucket(created_at: str | None, now: float) -> str:
     """UTC minute (YYYYMMDDHHMM) of an ISO 8601 time; ``now`` (epoch s) when absent/unreadable."""
-    d = _utc_time(created_at) or datetime.fromtimestamp(now, UTC)
+    d = _utc_time(created_at, now) or datetime.fromtimestamp(now, UTC)
     # not strftime("%Y..."): glibc writes a year before 1000 with three digits ("999..."), a
     # key of 11 characters that no reader parses (found by the property test below)
     return f"{d.year:04d}{d.month:02d}{d.day:02d}{d.hour:02d}{d.minute:02d}"
@@ -184,7 +190,7 @@ def minute_bucket(created_at: str | None, now: float) -> str:
 def epoch_minute(created_at: str | None, now: float) -> int:
     """The minute of :func:`minute_bucket` as minutes since the epoch (one parse, no
     formatting: the sentiment stage's mood rows need it for every post)."""
-    dt = _utc_time(created_at)
+    dt = _utc_time(created_at, now)
     return int(dt.timestamp() // 60) if dt is not None else int(now // 60)
 
 

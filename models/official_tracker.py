@@ -28,7 +28,7 @@ from models.race import (
 )
 from models.reach import ReachTracker, official_posts_summary
 from models.rumour_tracker import RumourTracker, TrackerBatch
-from models.times import parse_time
+from models.times import event_time
 from models.webcare import WebcareQueue, questions_summary
 
 SUGGEST_CANDIDATES = 50  # active clusters (highest rumour score first) a rebuttal is matched to
@@ -142,7 +142,7 @@ class OfficialTracker:
             return candidates or []
 
         for post in posts:
-            t = parse_time(post.get("created_at"))
+            t = event_time(post.get("created_at"))  # 9999: no time (MAX_AHEAD_S)
             if t is not None:
                 self.watermark = t if self.watermark is None else max(self.watermark, t)
             author = self.registry.author_of(post)
@@ -170,7 +170,7 @@ class OfficialTracker:
                 if not keys:
                     continue
                 if times is None:
-                    times = {str(p.get("id")): parse_time(p.get("created_at")) for p in posts}
+                    times = {str(p.get("id")): event_time(p.get("created_at")) for p in posts}
                 minute = int((times.get(a.id) or self.watermark or 0.0) // 60)
                 for key in keys:
                     self.races[key].add_rumour(minute)

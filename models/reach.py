@@ -56,7 +56,7 @@ from typing import Any
 
 from models.official import OfficialRegistry
 from models.pending import PendingBuffer
-from models.times import parse_time
+from models.times import event_time, parse_time
 
 __all__ = [
     "DEFAULT_REPOST_MILESTONES",
@@ -308,7 +308,7 @@ class ReachTracker:
         pid = _ref(post, "id")
         if pid is None:
             return []
-        ts = parse_time(post.get("created_at"))
+        ts = event_time(post.get("created_at"))  # 9999: no time (MAX_AHEAD_S)
         if ts is not None and (self.watermark is None or ts > self.watermark):
             self.watermark = ts
         changed: list[str] = []
@@ -346,7 +346,7 @@ class ReachTracker:
             id=pid, account=acc.handle, platform=platform if isinstance(platform, str) else None,
             role=acc.role.value, kind=record_kind(post),
             created_at=created if isinstance(created, str) else None,
-            ts=parse_time(created), author=author_key(post), milestones=self.milestones,
+            ts=event_time(created), author=author_key(post), milestones=self.milestones,
             max_ids=self.max_ids_per_post,
         )
         self.posts[pid] = state

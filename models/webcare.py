@@ -44,7 +44,7 @@ from models.official import OfficialRegistry
 from models.pending import PendingBuffer
 from models.reach import author_key, record_kind
 from models.text import URL, fold, mentions, normalize
-from models.times import parse_time
+from models.times import event_time, parse_time
 
 __all__ = [
     "WebcareItem",
@@ -230,7 +230,7 @@ class WebcareQueue:
             pid = str(pid)
         if not isinstance(pid, str) or not pid:
             return []
-        ts = parse_time(post.get("created_at"))
+        ts = event_time(post.get("created_at"))  # 9999: no time (MAX_AHEAD_S)
         if ts is not None and (self.watermark is None or ts > self.watermark):
             self.watermark = ts
         if pid in self._seen or pid in self.items:
@@ -302,7 +302,7 @@ class WebcareQueue:
             if may_wait:
                 parent = post.get("reply_to")
                 if isinstance(parent, str) and parent:
-                    self._pending.park(parent, pid, post, parse_time(post.get("created_at")),
+                    self._pending.park(parent, pid, post, event_time(post.get("created_at")),
                                        self.watermark, table=_CAND)
             return []
         author = post.get("author")
@@ -311,7 +311,7 @@ class WebcareQueue:
             id=pid, platform=platform, to_account=target.handle, role=target.role.value,
             kind=request, via=via, asker=author_key(post),
             asker_handle=asker_handle if isinstance(asker_handle, str) else None, text=text,
-            created_at=_str(post.get("created_at")), ts=parse_time(post.get("created_at")),
+            created_at=_str(post.get("created_at")), ts=event_time(post.get("created_at")),
         )
         self.items[pid] = item
         self._set_thread(pid, pid)

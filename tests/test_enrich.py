@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -23,6 +24,7 @@ from models.enrich import (
 )
 from models.event import EventConfig
 from models.lang import HybridDetector
+from models.times import event_time, parse_time
 
 
 class FixedDetector:
@@ -276,3 +278,16 @@ def _property_enricher() -> Enricher:
 
 
 _PROPERTY_ENRICHER = _property_enricher()
+
+
+def test_a_created_at_far_after_the_clock_is_processing_time() -> None:
+    """9999 (or 2099) is no event time: the minute is the processing time's, as for an
+    unreadable created_at, so one such post cannot put its area's mood series there."""
+    now = time.time()
+    assert epoch_minute("9999-12-31T23:00:00Z", now) == int(now // 60)
+    assert minute_bucket("2099-01-01T00:00:00Z", 60.0) == minute_bucket(None, 60.0)
+    soon = datetime.fromtimestamp(now + 200 * 86400, UTC).isoformat()  # months ahead: kept
+    assert epoch_minute(soon, now) == int((now + 200 * 86400) // 60)
+    assert event_time("9999-12-31T23:00:00Z") is None
+    assert event_time("2027-04-27T12:00:00Z", now=1.8e9) == parse_time("2027-04-27T12:00:00Z")
+    assert event_time("2030-01-01T00:00:00Z", now=1.8e9) is None  # 1.8e9: January 2027

@@ -550,7 +550,11 @@ def test_far_future_post_does_not_hang_a_linked_race() -> None:
         pipe.run(raws[i:i + 1000])
     assert pipe.official.races, "the scenario should link at least one race"
     start = time.perf_counter()
+    mark = pipe.official.watermark
     pipe.run([b'{"id": "late", "text": "x", "created_at": "9999-12-31T23:00:00Z"}'])
+    # no event time since 2026-12-08 (models.times.MAX_AHEAD_S): the clock stays put
+    assert pipe.official.watermark == mark
+    assert pipe.official.reach.watermark is None or pipe.official.reach.watermark <= mark
     pipe.run(raws[:500])
     pipe.run([b'{"id": "early", "text": "x", "created_at": "0001-01-01T00:00:00Z"}'])
     assert time.perf_counter() - start < 30

@@ -264,3 +264,18 @@ def test_property_any_order_same_result(event: EventConfig, order: list[int],
     assert got.all_items() == ref.all_items()
     assert got.items["q1"].answered_by == "a0"  # the earliest answer
     assert got.items["q2"].kind == "complaint"
+
+
+def test_a_post_dated_9999_moves_no_event_clock(event: EventConfig) -> None:
+    """A created_at more than a year after the machine's clock is no event time: it does
+    not move the queue's watermark (the age of every open question would read the distance
+    to 9999), and a question dated so has no time, like one without created_at."""
+    q = WebcareQueue(OfficialRegistry.from_event(event))
+    q.feed([_post("o1", 0, "gvb_actueel", "Tram 4 rijdt via een omleiding."),
+            _post("q1", 20, "anna", "en tram 17 dan?", reply_to="o1")])
+    odd = {**_post("q2", 30, "bert", "en bus 22?", reply_to="o1"),
+           "created_at": "9999-12-31T23:00:00Z"}
+    q.feed([odd, _post("z1", 120, "erik", "mooi weer vandaag")])
+    assert q.watermark == parse_time("2027-04-27T12:02:00Z")
+    assert q.open_stats() == (2, 100.0)  # q1 asked 100 s before the newest post; q2 untimed
+    assert q.items["q2"].ts is None
