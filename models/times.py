@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: the instants a ``datetime`` can hold in UTC; an offset can push a valid ISO text
 #: (``9999-12-31T23:59:59-14:00``, ``0001-01-01T00:00:00+14:00``) outside them, and such a
@@ -42,3 +45,19 @@ def event_time(value: Any, now: float | None = None) -> float | None:
     if ts is None:
         return None
     return ts if ts <= (time.time() if now is None else now) + MAX_AHEAD_S else None
+
+
+def in_time_order(runs: Iterable[Iterable[tuple[float | None, T]]]) -> list[T]:
+    """The items of ``runs`` (each a file's ``(event time, item)`` pairs in file order)
+    sorted by time, stable. An item without a time keeps its place after the item before it
+    in its run (the first ones of a run go first): a bad line stays in its neighbourhood.
+    Used by ``crowdwatch replay`` and ``crowdwatch score --sort``."""
+    keyed: list[tuple[float, int, T]] = []
+    for run in runs:
+        last = -math.inf
+        for ts, item in run:
+            if ts is not None and math.isfinite(ts):
+                last = ts
+            keyed.append((last, len(keyed), item))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    return [item for _, _, item in keyed]

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from models.times import in_time_order
 from streams.jsonl import iter_lines, open_input
 from streams.settings import Settings
 
@@ -69,11 +70,9 @@ def parse_line(raw: bytes) -> Line:
 
 
 def load_lines(paths: Sequence[Path], summary: ReplaySummary) -> list[Line]:
-    """All lines of all files, ordered by created_at (stable)."""
-    ordered: list[tuple[float, int, Line]] = []
-    seq = 0
-    for path in paths:
-        last_ts = float("-inf")
+    """All lines of all files, ordered by created_at (stable, :func:`in_time_order`)."""
+
+    def stamped(path: Path) -> Iterator[tuple[float | None, Line]]:
         with open_input(path) as handle:
             for raw in iter_lines(handle):
                 line = parse_line(raw)
@@ -82,12 +81,9 @@ def load_lines(paths: Sequence[Path], summary: ReplaySummary) -> list[Line]:
                     summary.unreadable += 1
                 if line.ts is None:
                     summary.without_time += 1
-                else:
-                    last_ts = line.ts
-                ordered.append((last_ts, seq, line))
-                seq += 1
-    ordered.sort(key=lambda t: (t[0], t[1]))
-    lines = [t[2] for t in ordered]
+                yield line.ts, line
+
+    lines = in_time_order(stamped(path) for path in paths)
     stamps = [ln.ts for ln in lines if ln.ts is not None]
     if stamps:
         summary.first_created_at = _iso(stamps[0])

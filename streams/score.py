@@ -28,7 +28,7 @@ from models.official_tracker import OfficialTracker
 from models.privacy import Pseudonymiser
 from models.rumour_tracker import PostAnnotation, RumourTracker
 from models.sentiment import SentimentScorer
-from models.times import parse_time
+from models.times import in_time_order, parse_time
 from streams.batch import author_pseudonymiser
 from streams.jsonl import InputError, iter_lines
 from streams.settings import load_settings
@@ -174,29 +174,25 @@ def score_stream(
 
 
 def time_ordered(lines: Iterable[bytes]) -> list[tuple[int, bytes]]:
-    """(line number, line) in ``created_at`` order, stable. A line without a readable time
-    (bad JSON, no or an unparseable ``created_at``) keeps its place after the line before
-    it, so bad lines are still rejected with their own numbers and in their neighbourhood.
-    Reads everything into memory: for exports that are not in time order (newest first,
-    by thread), which the claim clusters would otherwise mostly answer as late. In this
-    order a post dated far ahead (9999) comes last, so the tracker may let event time jump
-    freely (:attr:`RumourTracker.max_jump_s`): a file with a quiet day in it keeps its
-    days apart."""
-    keyed: list[tuple[float, int, bytes]] = []
-    last = -math.inf
-    for number, line in enumerate(lines, 1):
-        ts = None
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError):  # bad bytes or JSON: rejected later
-            obj = None
-        if isinstance(obj, dict):
-            ts = parse_time(obj.get("created_at"))
-        if ts is not None and math.isfinite(ts):
-            last = ts
-        keyed.append((last, number, line))
-    keyed.sort(key=lambda k: (k[0], k[1]))
-    return [(number, line) for _, number, line in keyed]
+    """(line number, line) in ``created_at`` order, stable (:func:`in_time_order`: a line
+    without a readable time, bad JSON or no or an unparseable ``created_at``, keeps its
+    place after the line before it, so bad lines are still rejected with their own numbers
+    and in their neighbourhood). Reads everything into memory: for exports that are not in
+    time order (newest first, by thread), which the claim clusters would otherwise mostly
+    answer as late. In this order a post dated far ahead (9999) comes last, so the tracker
+    may let event time jump freely (:attr:`RumourTracker.max_jump_s`): a file with a quiet
+    day in it keeps its days apart."""
+
+    def stamped() -> Iterable[tuple[float | None, tuple[int, bytes]]]:
+        for number, line in enumerate(lines, 1):
+            try:
+                obj = json.loads(line)
+            except (ValueError, RecursionError):  # bad bytes or JSON: rejected later
+                obj = None
+            ts = parse_time(obj.get("created_at")) if isinstance(obj, dict) else None
+            yield ts, (number, line)
+
+    return in_time_order([stamped()])
 
 
 SUMMARY_CLUSTER_FIELDS = ("id", "size", "rumour_score", "state", "flagged", "first_seen",

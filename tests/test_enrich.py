@@ -24,7 +24,7 @@ from models.enrich import (
 )
 from models.event import EventConfig
 from models.lang import HybridDetector
-from models.times import event_time, parse_time
+from models.times import event_time, in_time_order, parse_time
 
 
 class FixedDetector:
@@ -291,3 +291,12 @@ def test_a_created_at_far_after_the_clock_is_processing_time() -> None:
     assert event_time("9999-12-31T23:00:00Z") is None
     assert event_time("2027-04-27T12:00:00Z", now=1.8e9) == parse_time("2027-04-27T12:00:00Z")
     assert event_time("2030-01-01T00:00:00Z", now=1.8e9) is None  # 1.8e9: January 2027
+
+
+def test_in_time_order_is_stable_and_keeps_untimed_items_in_place() -> None:
+    """The one ordering of ``crowdwatch replay`` and ``crowdwatch score --sort``: by time,
+    stable; an item without a time follows the item before it in its run (file), and the
+    first untimed items of a run go first."""
+    runs = [[(None, "a0"), (5.0, "a1"), (None, "a2"), (1.0, "a3"), (5.0, "a4")],
+            [(None, "b0"), (3.0, "b1"), (float("nan"), "b2")]]
+    assert in_time_order(runs) == ["a0", "b0", "a3", "b1", "b2", "a1", "a2", "a4"]
